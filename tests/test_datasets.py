@@ -1,0 +1,177 @@
+"""Dataset builders: prepared examples must be the original files' pixels, in a fixed order, without TensorFlow."""
+
+import importlib.util
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from vdsr_jax import datasets
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+
+def pil_rgb(path: Path) -> np.ndarray:
+    """The reference decoding: Pillow's pixels, grayscale repeated to 3 channels."""
+    with Image.open(path) as img:
+        pixels = np.asarray(img)
+    return np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
+
+
+def assert_matches_files(source, files: list[Path]) -> None:
+    assert len(source) == len(files)
+    for example, path in zip(source, files):
+        assert example["name"].decode() == path.stem
+        assert example["image"].dtype == np.uint8
+        np.testing.assert_array_equal(example["image"], pil_rgb(path), err_msg=str(path))
+
+
+@needs_shared
+@pytest.mark.parametrize("name, folder, count", [("set5", "Set5", 5), ("set14", "Set14", 14)])  # Set14's bridge is gray
+def test_benchmark_matches_originals(tmp_path, name, folder, count):
+    files = sorted((DATA / "benchmarks" / folder).iterdir())
+    source = datasets.load(name, tmp_path, manual_dir=DATA / "benchmarks")
+    assert len(source) == count
+    assert_matches_files(source, files)
+    # Training reads through plain TFDS; once prepared that needs neither manual_dir nor our loader.
+    assert_matches_files(tfds.data_source(name, data_dir=tmp_path, split="test"), files)
+    images = datasets.load_images(name, tmp_path)
+    assert [im.shape for im in images] == [pil_rgb(f).shape for f in files]
+
+
+@needs_shared
+def test_train291_matches_originals_in_order(tmp_path):
+    root = DATA / "train291"
+    files = sorted((root / "T91").iterdir()) + sorted((root / "BSD200").iterdir())
+    source = datasets.load("train291", tmp_path, manual_dir=root)
+    assert len(source) == 291
+    assert_matches_files(source, files)
+
+
+def png_rgb16(pixels: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG, which Pillow can read but not write."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def own_images(tmp_path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A nested folder of awkward images, and the uint8 RGB each should become (by relative path)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (5, 4), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (3, 8, 4), dtype=np.uint8)
+    gray16 = rng.integers(0, 65536, (4, 4), dtype=np.uint16)
+    rgb16 = rng.integers(0, 65536, (2, 3, 3), dtype=np.uint16)
+    root = tmp_path / "mine"
+    for sub in ("a/b", "c", ".thumbnails"):
+        (root / sub).mkdir(parents=True)
+    Image.fromarray(rgb).save(root / "top.png")
+    Image.fromarray(rgb).save(root / "a" / "b" / "deep.BMP")
+    Image.fromarray(gray).save(root / "a" / "gray.png")
+    Image.fromarray(rgba).save(root / "c" / "alpha.png")
+    Image.fromarray(gray16).save(root / "c" / "gray16.png")
+    (root / "c" / "rgb16.png").write_bytes(png_rgb16(rgb16))
+    Image.fromarray(rgb).save(root / "c" / "photo.jpg", quality=90)
+    Image.fromarray(rgb).save(root / ".thumbnails" / "top.png")  # hidden: skipped
+    (root / "c" / "notes.txt").write_text("not an image")
+    expected = {
+        "a/b/deep.BMP": rgb,
+        "a/gray.png": np.repeat(gray[..., None], 3, axis=-1),
+        "c/alpha.png": rgba[..., :3],
+        "c/gray16.png": np.repeat((gray16 >> 8).astype(np.uint8)[..., None], 3, axis=-1),
+        "c/photo.jpg": pil_rgb(root / "c" / "photo.jpg"),
+        "c/rgb16.png": (rgb16 >> 8).astype(np.uint8),
+        "top.png": rgb,
+    }
+    return root, expected
+
+
+def test_image_folder_decodes_every_kind_of_file(tmp_path, own_images):
+    root, expected = own_images
+    source = datasets.load("image_folder/mine", tmp_path / "data", manual_dir=root)
+    assert [e["name"].decode() for e in source] == [Path(p).stem for p in expected]  # sorted by relative path
+    for example, (relative, pixels) in zip(source, expected.items()):
+        np.testing.assert_array_equal(example["image"], pixels, err_msg=relative)
+
+
+def test_image_folders_coexist_under_their_names(tmp_path, own_images):
+    root, expected = own_images
+    data_dir = tmp_path / "data"
+    datasets.load("image_folder/everything", data_dir, manual_dir=root)
+    datasets.load("image_folder/only_c", data_dir, manual_dir=root / "c")
+    assert len(tfds.data_source("image_folder/everything", data_dir=data_dir, split="train")) == len(expected)
+    only_c = datasets.load_images("image_folder/only_c", data_dir)
+    assert len(only_c) == 4 and all(im.dtype == np.uint8 and im.shape[-1] == 3 for im in only_c)
+
+
+def make_tree(root: Path, layout: dict[str, int]) -> Path:
+    for folder, count in layout.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((2, 2, 3), i, np.uint8)).save(root / folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("name, layout, error, message", [
+    ("set5", None, FileNotFoundError, r"(?s)Manual directory \S*manual does not exist or is empty.*Set5/"),
+    ("train291", {"T91": 91}, FileNotFoundError, r"no folder \S*BSD200; sub-folders of \S*: \['T91'\]"),
+    ("set14", {"Set14": 0, "other": 1}, FileNotFoundError, r"no png/.*/webp images directly in \S*Set14"),
+    ("set5", {"Set5": 4}, ValueError, r"found 4 images in \S*Set5, expected 5"),
+    ("image_folder/empty", {"sub": 0}, FileNotFoundError, r"no png/.*/webp images under \S*manual"),
+])
+def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, error, message):
+    manual = tmp_path / "manual"
+    if layout is not None:
+        make_tree(manual, layout)
+    with pytest.raises(error, match=message) as info:
+        datasets.load(name, tmp_path / "data", manual_dir=manual)
+    assert "manual_dir" in str(info.value)  # the builder's layout instructions come along
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="would start a ~4 GB download")
+def test_div2k_says_tensorflow_is_needed_before_downloading(tmp_path):
+    with pytest.raises(ImportError, match="needs TensorFlow.*image_folder"):
+        datasets.load("div2k/bicubic_x2", tmp_path)
+
+
+def test_prepare_and_read_without_tensorflow(tmp_path):
+    """Hides TensorFlow from a fresh interpreter, then prepares and reads a dataset."""
+    make_tree(tmp_path / "images", {"x": 2})
+    script = textwrap.dedent(f"""
+        import sys
+
+        class HideTensorFlow:  # TensorFlow looks uninstalled (find_spec -> None), even where it is.
+            def __init__(self, finder):
+                self.finder = finder
+
+            def __getattr__(self, attr):
+                return getattr(self.finder, attr)
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] != "tensorflow":
+                    return self.finder.find_spec(name, path, target)
+
+        sys.meta_path[:] = [HideTensorFlow(finder) for finder in sys.meta_path]
+        import importlib.util
+        assert importlib.util.find_spec("tensorflow") is None
+        from vdsr_jax import datasets
+        images = datasets.load_images("image_folder/x", {str(tmp_path / "data")!r}, {str(tmp_path / "images")!r})
+        assert len(images) == 2 and images[1][0, 0, 0] == 1, images
+        assert "tensorflow" not in sys.modules
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
