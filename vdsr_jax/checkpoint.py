@@ -118,3 +118,62 @@ def load_model(directory, step: int | None = None, dtype=jnp.float32) -> tuple[V
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), restored[PARAMS])
     validate_params(params, model)
     return model, params
+
+
+# Training checkpoints: the model items above plus `train` (step, optimiser state, data PRNG key).
+TRAIN = "train"
+BEST_METRIC = "psnr"
+
+
+def training_manager(directory, keep_last: int) -> ocp.CheckpointManager:
+    """Keeps the `keep_last` latest steps and the one with the best eval PSNR (`metrics['psnr']`)."""
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(keep_last),
+        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+                                      keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(Path(directory).expanduser().absolute(), options=options)
+
+
+def _train_item(state, data_key) -> dict:
+    return {"step": state.step, "opt_state": state.opt_state, "data_key": jax.random.key_data(data_key)}
+
+
+def save_training(manager: ocp.CheckpointManager, state, model: VDSR, data_key, metrics: dict | None = None):
+    """Save `state` (a flax TrainState) as step `state.step`; atomic, so a kill leaves the previous one."""
+    manager.save(
+        int(state.step),
+        args=ocp.args.Composite(**{
+            PARAMS: ocp.args.StandardSave(state.params),
+            MODEL: ocp.args.JsonSave(model_spec(model)),
+            TRAIN: ocp.args.StandardSave(_train_item(state, data_key)),
+        }),
+        metrics=metrics,
+        force=True,
+    )
+    manager.wait_until_finished()
+
+
+def restore_training(manager: ocp.CheckpointManager, state, data_key, warn=print):
+    """(state, data_key) of the newest readable step, or the inputs when there is none.
+
+    A step that cannot be read (corrupt or truncated files) is reported through `warn` and the one
+    before it is tried.
+    """
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            {PARAMS: state.params, TRAIN: _train_item(state, data_key)})
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(**{
+                PARAMS: ocp.args.StandardRestore(abstract[PARAMS]),
+                TRAIN: ocp.args.StandardRestore(abstract[TRAIN]),
+            }))
+        except Exception as e:  # any unreadable step: fall back to the previous one
+            warn(f"warning: checkpoint step {step} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
+                 "trying the previous one")
+            continue
+        train = restored[TRAIN]
+        state = state.replace(step=train["step"], params=restored[PARAMS], opt_state=train["opt_state"])
+        return state, jax.random.wrap_key_data(train["data_key"])
+    return state, data_key

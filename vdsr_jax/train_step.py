@@ -1,8 +1,9 @@
 """The data-parallel SPMD train step: the pmap programming model written with `jax.shard_map`.
 
 Each device holds a slice of the global batch along the mesh's `data` axis and the full (replicated)
-parameters; the summed loss and its gradients are `psum`-med over that axis, so N devices apply exactly the
-update one device would on the same global batch.
+parameters; the loss and its gradients are `psum`-med over that axis, so N devices apply exactly the update
+one device would on the same global batch. Two entry points share that core: `make_train_step` takes an
+explicit batch, `make_sampling_train_step` draws its patches on the device (see `input_pipeline`).
 """
 import functools
 
@@ -12,6 +13,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vdsr_jax.input_pipeline import PatchSource, sample_patches
 
 DATA_AXIS = "data"
 
@@ -33,38 +36,74 @@ def summed_squared_error(params, apply_fn, inputs, targets) -> jax.Array:
 
 
 def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over all local devices (or `devices`) with the batch axis `data`."""
-    devices = np.asarray(jax.local_devices() if devices is None else devices)
+    """A 1-D mesh over all devices (or `devices`) with the batch axis `data`."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
     return Mesh(devices, (DATA_AXIS,))
 
 
-def make_train_step(mesh: Mesh):
-    """A jitted `step(state, inputs, targets) -> (state, loss)` sharding the batch over `mesh`.
+def _global_loss_and_grads(apply_fn, params, inputs, targets):
+    """Runs on one device's slice; the psum makes loss and gradients those of the global batch.
 
-    `inputs`/`targets` are global NHWC batches whose size divides by the mesh size; `loss` is the summed
-    squared error of the whole global batch, before the update.
+    The replicated parameters are cast to device-varying first, so `grad` yields this device's own
+    gradients (differentiating w.r.t. the invariant value would already sum them over devices) and the
+    one explicit psum is the all-reduce, as in the pmap model.
     """
+    local_params = jax.lax.pcast(params, DATA_AXIS, to="varying")
+    loss, grads = jax.value_and_grad(summed_squared_error)(local_params, apply_fn, inputs, targets)
+    return jax.lax.psum((loss, grads), DATA_AXIS)
 
-    def local_grads(apply_fn, params, inputs, targets):
-        loss, grads = jax.value_and_grad(summed_squared_error)(params, apply_fn, inputs, targets)
-        return jax.lax.psum((loss, grads), DATA_AXIS)
+
+def _apply(state: TrainState, loss, grads, loss_scale: float):
+    grads = jax.tree.map(lambda g: g * loss_scale, grads)
+    return state.apply_gradients(grads=grads), loss * loss_scale
+
+
+def make_train_step(mesh: Mesh, loss_scale: float = 1.0):
+    """Jitted `step(state, inputs, targets) -> (state, loss)`; the global batch is split over `mesh`.
+
+    The loss is `loss_scale` × the summed squared error of the whole batch, before the update (1.0 is
+    pytorch-vdsr's loss; the paper's ½·mean over the batch is 0.5 / batch_size).
+    """
 
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state: TrainState, inputs: jax.Array, targets: jax.Array):
-        sharded_grads = jax.shard_map(
-            functools.partial(local_grads, state.apply_fn),
+        loss, grads = jax.shard_map(
+            functools.partial(_global_loss_and_grads, state.apply_fn),
             mesh=mesh,
             in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
             out_specs=(P(), P()),
-        )
-        loss, grads = sharded_grads(state.params, inputs, targets)
-        return state.apply_gradients(grads=grads), loss
+        )(state.params, inputs, targets)
+        return _apply(state, loss, grads, loss_scale)
 
     return step
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
+def make_sampling_train_step(mesh: Mesh, batch_size: int, patch_size: int, augment: bool = True,
+                             loss_scale: float = 1.0):
+    """Jitted `step(state, source, data_key) -> (state, loss)` drawing its batch on the devices.
+
+    Device d samples global patches d·b … (d+1)·b − 1 (b = batch_size / devices) of the step's key
+    `fold_in(data_key, state.step)`, so the batch is the same for any device count and after a resume.
+    """
+    local_batch = batch_size // mesh.size
+
+    def local(apply_fn, params, source, step_key):
+        first = jax.lax.axis_index(DATA_AXIS) * local_batch
+        inputs, targets = sample_patches(source, step_key, first + jnp.arange(local_batch), patch_size, augment)
+        return _global_loss_and_grads(apply_fn, params, inputs, targets)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state: TrainState, source: PatchSource, data_key: jax.Array):
+        step_key = jax.random.fold_in(data_key, state.step)
+        loss, grads = jax.shard_map(
+            functools.partial(local, state.apply_fn),
+            mesh=mesh,
+            in_specs=(P(), P(), P()),
+            out_specs=(P(), P()),
+        )(state.params, source, step_key)
+        return _apply(state, loss, grads, loss_scale)
+
+    return step
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,0 +1,43 @@
+"""The paper's recipe: one network for ×2, ×3 and ×4 on the 291 images (Kim, Lee & Lee, CVPR 2016, §4)."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict(dict(depth=20, features=64, use_bias=True, compute_dtype="float32"))
+
+    # Data: TFDS builders prepared from local folders (see README, "Data"), read without TensorFlow.
+    config.data_dir = "~/tensorflow_datasets"
+    config.train_data = "train291"
+    config.train_manual_dir = "../shared/data/train291"  # holds T91/ and BSD200/
+    config.scales = (2, 3, 4)
+    config.downsizes = (1.0, 0.7, 0.5)
+    config.augment = True  # random 90° rotations and flips
+    config.patch_size = 41
+    config.batch_size = 64
+
+    # An epoch is one pass over the non-overlapping patches of every variant (0: computed from the data).
+    config.steps_per_epoch = 0
+    config.num_epochs = 80
+    config.num_steps = 0  # > 0 overrides num_epochs · steps_per_epoch
+
+    # ½·mean over the batch of the per-patch summed squared error (the paper's loss).
+    config.loss_scale = 0.5 / config.batch_size
+    config.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
+        decay_every_epochs=20, decay_factor=0.1,
+        clipping="adjustable",  # each gradient element in [-θ/γ, θ/γ]
+        clip_theta=0.01, clip_norm=0.4,
+    ))
+
+    # Evaluation under the paper's protocol; name -> manual_dir of a TFDS builder (or skimage:NAME,…).
+    config.eval_sets = ml_collections.ConfigDict({"set5": "../shared/data/benchmarks"})  # holds Set5/
+    config.eval_scales = (2, 3, 4)
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+    config.log_every_steps = 50
+    config.comparison_images = 2  # bicubic | VDSR | HR images written at the end
+    return config

@@ -1,0 +1,200 @@
+"""Training: patches match MATLAB's whole-image pipeline, N devices = 1 device, exact resume after kill -9,
+corrupt-checkpoint fallback, divergence and config guards, logs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from vdsr_jax import checkpoint, input_pipeline
+from vdsr_jax.image import imresize, modcrop
+from vdsr_jax.train import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--config.model.depth=3", "--config.model.features=8", "--config.patch_size=17", "--config.batch_size=4",
+    "--config.train_data=skimage:coins,text", "--config.eval_sets.skimage_held_out=skimage:camera",
+    "--config.log_every_steps=2", "--config.comparison_images=1",
+]
+
+
+def train_cli(workdir, *overrides, env=None, wait=True):
+    command = [sys.executable, "-m", "vdsr_jax.train", "--config", "configs/demo.py", f"--workdir={workdir}",
+               *TINY, *overrides]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
+    if not wait:
+        return process
+    stdout, stderr = process.communicate(timeout=600)
+    return process.returncode, stdout, stderr
+
+
+def saved_steps(workdir) -> list[int]:
+    """Finished checkpoint steps (orbax writes each into a temporary folder first)."""
+    return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def final_params(workdir):
+    return jax.tree.map(np.asarray, checkpoint.load_model(workdir)[1])
+
+
+def test_patches_equal_whole_image_matlab_resize_then_crop():
+    """Each sampled pair is a crop of some augmented whole image's MATLAB bicubic pair, found by search.
+
+    Augmentation order: downsize, modcrop, then rotation/flip of the whole image, then the bicubic pair.
+    """
+    rng = np.random.default_rng(0)
+    hr = (rng.random((30, 37, 3)) * 255).astype(np.uint8)
+    scales, patch = (2, 3), 9
+    source = input_pipeline.prepare_pairs([hr], scales, (1.0, 0.7), patch)
+    y = input_pipeline.luminance(hr)
+    candidates = []  # (bicubic input, target) of every augmented whole image, by numpy imresize
+    for downsize in (1.0, 0.7):
+        resized = y if downsize == 1 else imresize(y, downsize)
+        for scale in scales:
+            for flip in (False, True):
+                for rotation in range(4):
+                    cropped = modcrop(resized, scale)
+                    target = np.rot90(cropped[:, ::-1] if flip else cropped, rotation)
+                    candidates.append(((scale, flip, rotation), imresize(imresize(target, 1 / scale), scale), target))
+    device_source = jax.tree.map(jnp.asarray, source)
+    inputs, targets = input_pipeline.sample_patches(device_source, jax.random.key(3), jnp.arange(24), patch)
+    seen = set()
+    for sampled_input, sampled_target in zip(np.asarray(inputs)[..., 0], np.asarray(targets)[..., 0]):
+        matches = []
+        for augmentation, bicubic, target in candidates:
+            windows = np.lib.stride_tricks.sliding_window_view(target, (patch, patch))
+            found = np.argwhere(np.abs(windows - sampled_target).max(axis=(-1, -2)) < 1e-6)
+            for r, c in found:
+                matches.append((np.abs(bicubic[r:r + patch, c:c + patch] - sampled_input).max(), augmentation))
+        error, augmentation = min(matches)
+        assert error < 1e-5
+        seen.add(augmentation)
+    assert {scale for scale, _, _ in seen} == set(scales)  # a random scale per patch
+    assert {flip for _, flip, _ in seen} == {False, True} and len({rot for _, _, rot in seen}) > 1
+
+
+MULTI_DEVICE_SCRIPT = """
+import jax, numpy as np
+from configs import demo
+from vdsr_jax import input_pipeline
+from vdsr_jax.model import VDSR
+from vdsr_jax.optim import make_optimizer
+from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
+config = demo.get_config()
+images = input_pipeline.load_images("skimage:coins", "", "")
+source = input_pipeline.prepare_pairs(images, (2, 3), (1.0,), 17)
+params = []
+for n in (1, 4):
+    mesh = data_mesh(jax.devices()[:n])
+    state = create_train_state(VDSR(depth=4, features=8), make_optimizer(config, 10), jax.random.key(0))
+    state = jax.device_put(state, replicated(mesh))
+    step = make_sampling_train_step(mesh, 8, 17, True, config.loss_scale)
+    for _ in range(3):
+        state, loss = step(state, jax.device_put(source, replicated(mesh)), jax.random.key(1))
+    params.append(jax.tree.map(np.asarray, state.params))
+print(len(jax.devices()), max(float(np.abs(a - b).max()) for a, b in zip(*map(jax.tree.leaves, params))))
+"""
+
+
+def test_four_devices_update_like_one_device_on_the_same_global_batch():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    devices, difference = out.stdout.split()
+    assert devices == "4" and float(difference) < 1e-5
+
+
+def test_resume_after_kill_9_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
+    run = ["--config.num_steps=16", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=8"]
+    code, _, stderr = train_cli(tmp_path / "straight", *run)
+    assert code == 0, stderr[-2000:]
+
+    interrupted = tmp_path / "interrupted"
+    process = train_cli(interrupted, *run, wait=False)
+    deadline = time.time() + 300
+    while not any(step >= 6 for step in saved_steps(interrupted)):
+        assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = saved_steps(interrupted)[-1]
+    assert killed_at < 16
+    code, stdout, stderr = train_cli(interrupted, *run)
+    assert code == 0, stderr[-2000:]
+    assert "resuming from step" in stdout
+
+    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")), jax.tree.leaves(final_params(interrupted))):
+        np.testing.assert_array_equal(a, b)
+    records = [json.loads(line) for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 16  # the killed part's records are not duplicated
+    assert any("psnr/skimage_held_out_x2" in r for r in records)
+    assert (interrupted / "training.png").stat().st_size > 0
+    assert list((interrupted / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((interrupted / "images").glob("*.png"))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    code, _, stderr = train_cli(tmp_path, "--config.num_steps=4", "--config.checkpoint_every_steps=2",
+                                "--config.eval_every_steps=4")
+    assert code == 0, stderr[-2000:]
+    for f in (tmp_path / "checkpoints" / "4" / "params").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\0" * 7)
+    config = demo.get_config()
+    from vdsr_jax.train import create_model
+    from vdsr_jax.optim import make_optimizer
+    from vdsr_jax.train_step import create_train_state
+
+    config.model.depth, config.model.features = 3, 8
+    state = create_train_state(create_model(config), make_optimizer(config, 10), jax.random.key(0))
+    manager = checkpoint.training_manager(tmp_path / "checkpoints", 3)
+    warnings = []
+    restored, _ = checkpoint.restore_training(manager, state, jax.random.key(1), warn=warnings.append)
+    manager.close()
+    assert int(restored.step) == 2
+    assert len(warnings) == 1 and "step 4" in warnings[0]
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    code, stdout, stderr = train_cli(tmp_path, "--config.num_steps=40", "--config.checkpoint_every_steps=1",
+                                     "--config.eval_every_steps=100", "--config.optimizer.learning_rate=1e12",
+                                     "--config.optimizer.clip_theta=1e20")
+    assert code != 0
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("error: the loss became") and "at step" in message and "Traceback" not in stderr
+    bad_step = int(message.split("at step ")[1].split(";")[0])
+    model, params = checkpoint.load_model(tmp_path)
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+    assert saved_steps(tmp_path)[-1] == bad_step - 1
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("scales", (2, 5, 9), "scales"),
+    ("patch_size", 1, "patch_size"),
+    ("batch_size", 3, "divisible"),
+    ("train_manual_dir", "/nonexistent/folder", "does not exist"),
+])
+def test_bad_config_is_refused_before_anything_compiles(field, value, words):
+    config = demo.get_config()
+    config.train_data = "train291"
+    setattr(config, field, value)
+    with pytest.raises(ConfigError, match=words):
+        validate_config(config, device_count=2 if field == "batch_size" else 1)
+
+
+def test_bad_config_on_the_command_line_gives_one_clear_line(tmp_path):
+    code, _, stderr = train_cli(tmp_path, "--config.scales=(2,7,9)")
+    assert code != 0 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: config.scales")
+    assert not (tmp_path / "checkpoints").exists()

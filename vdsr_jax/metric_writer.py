@@ -1,0 +1,73 @@
+"""Training logs in the workdir: `metrics.jsonl`, TensorBoard events (tensorboardX, no TensorFlow) and a PNG
+plot of loss and PSNR against step, refreshed at each eval."""
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tensorboardX import SummaryWriter  # noqa: E402
+
+
+class MetricWriter:
+    """Appends scalars per step; on resume, drops records newer than the step training restarts from."""
+
+    def __init__(self, workdir, resume_step: int = 0):
+        self.workdir = Path(workdir)
+        self.jsonl = self.workdir / "metrics.jsonl"
+        self.plot_path = self.workdir / "training.png"
+        self.history = [r for r in self._read() if r["step"] <= resume_step]
+        self._rewrite()
+        self.tensorboard = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
+
+    def _read(self) -> list[dict]:
+        if not self.jsonl.exists():
+            return []
+        records = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill
+                break
+        return records
+
+    def _rewrite(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        partial = self.jsonl.with_suffix(".jsonl.partial")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        partial.replace(self.jsonl)
+
+    def write(self, step: int, scalars: dict):
+        record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+        self.history.append(record)
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in scalars.items():
+            self.tensorboard.add_scalar(name, float(value), int(step))
+        self.tensorboard.flush()
+
+    def plot(self) -> Path:
+        """Loss (log scale) and every `psnr/…` series against step, written atomically."""
+        losses = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
+        psnr_names = sorted({k for r in self.history for k in r if k.startswith("psnr/")})
+        fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(11, 4))
+        if losses:
+            ax_loss.plot(*zip(*losses))
+            ax_loss.set_yscale("log")
+        ax_loss.set(title="training loss", xlabel="step")
+        for name in psnr_names:
+            points = [(r["step"], r[name]) for r in self.history if name in r]
+            ax_psnr.plot(*zip(*points), marker="o", label=name.removeprefix("psnr/"))
+        ax_psnr.set(title="eval PSNR (dB)", xlabel="step")
+        if psnr_names:
+            ax_psnr.legend(fontsize="small")
+        fig.tight_layout()
+        partial = self.plot_path.with_name("training.partial.png")
+        fig.savefig(partial, dpi=90)
+        plt.close(fig)
+        partial.replace(self.plot_path)
+        return self.plot_path
+
+    def close(self):
+        self.tensorboard.close()
