@@ -22,3 +22,24 @@ def pretrained_checkpoint(tmp_path_factory) -> Path:
     from vdsr_jax.convert import from_torch
 
     return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")
+
+
+def run_cli(module: str, *args, timeout: int = 300):
+    """Run `python -m vdsr_jax.<module> args` from the repository root as a user would.
+
+    Returns (exit status, stdout, stderr as a list of lines)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"vdsr_jax.{module}", *map(str, args)],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr.strip().splitlines()
+
+
+def assert_one_error_line(status: int, lines: list[str], *fragments: str) -> None:
+    """The command-line standard for bad input: non-zero exit, exactly one stderr line, no traceback."""
+    assert status != 0
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -88,6 +88,13 @@ def _untrusted_load(path: Path):
                               pickle_module=_restricted_pickle_module(allowed))
 
 
+def _unpickling_reason(error: pickle.UnpicklingError) -> str:
+    """The unpickler's own complaint, without the advice torch wraps around weights_only failures."""
+    text = str(error).split("Check the documentation of torch.load")[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"UnpicklingError: {lines[-1] if lines else 'malformed pickle'}"
+
+
 def load_torch_state_dict(path) -> dict:
     """name -> float32 array from a state_dict file or a pytorch-vdsr whole-model pickle."""
     path = Path(path)
@@ -97,8 +104,10 @@ def load_torch_state_dict(path) -> dict:
         obj = _untrusted_load(path)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f"it references {found.group(1)}" if found else str(e).splitlines()[0]
-        raise ConversionError(f"refusing to load {path}: {what}, which is not part of a VDSR checkpoint") from None
+        if found:
+            raise ConversionError(f"refusing to load {path}: it references {found.group(1)}, "
+                                  "which is not part of a VDSR checkpoint") from None
+        raise ConversionError(f"{path} is not a readable torch checkpoint ({_unpickling_reason(e)})") from None
     except Exception as e:
         raise ConversionError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(obj, dict) and "model" in obj:
@@ -179,12 +188,18 @@ def from_torch(torch_path, out_dir) -> Path:
 def to_torch(checkpoint_dir, out_path) -> Path:
     import torch
 
-    _, params = load_model(checkpoint_dir)
-    state = collections.OrderedDict((k, torch.from_numpy(v)) for k, v in flax_to_torch(params).items())
     out_path = Path(out_path)
+    if not out_path.parent.is_dir():  # torch.save would fail with a bare RuntimeError
+        raise ConversionError(f"cannot write {out_path}: directory {out_path.parent} does not exist")
+    _, params = load_model(checkpoint_dir)
+    state = collections.OrderedDict((k, torch.tensor(v)) for k, v in flax_to_torch(params).items())  # copies
     partial = out_path.with_name(out_path.name + ".partial")
-    torch.save(state, partial)
-    partial.replace(out_path)  # never leave a half-written file under the real name
+    try:
+        torch.save(state, partial)
+        partial.replace(out_path)  # never leave a half-written file under the real name
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return out_path
 
 
@@ -195,6 +210,9 @@ def main(argv=None) -> int:
     direction.add_argument("--to-torch", metavar="DIR", help="vdsr_jax checkpoint directory")
     parser.add_argument("--out", required=True, help="checkpoint directory (from torch) or .pth file (to torch)")
     args = parser.parse_args(argv)
+    from absl import logging as absl_logging  # orbax logs routine warnings; keep stderr for errors
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         if args.from_torch:
             written = from_torch(args.from_torch, args.out)

@@ -1,0 +1,240 @@
+"""Weight conversion between pytorch-vdsr (torch_reference) and vdsr_jax: exact round trips, the CLI, and
+refusal of unsafe or malformed torch files."""
+import collections
+import os
+import pickle
+import re
+import shlex
+import struct
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import torch_reference
+from conftest import PRETRAINED, assert_one_error_line, require, run_cli
+from vdsr_jax import convert
+from vdsr_jax.checkpoint import load_model, model_spec, save_model
+from vdsr_jax.model import VDSR
+
+def torch_state(seed: int = 0) -> collections.OrderedDict:
+    torch.manual_seed(seed)
+    return torch_reference.Net().state_dict()
+
+
+def assert_trees_identical(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.asarray(x).dtype == np.asarray(y).dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def assert_states_identical(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for name in a:
+        x, y = (np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v) for v in (a[name], b[name]))
+        assert x.dtype == y.dtype == np.float32 and x.shape == y.shape, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+MODELS = {"pytorch-vdsr": VDSR(), "small with bias": VDSR(depth=4, features=5, use_bias=True)}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def flax_model(request):
+    """A model and random float32 parameters of its shapes (biases included)."""
+    model, rng = MODELS[request.param], np.random.default_rng(3)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+    return model, jax.tree.map(lambda a: rng.standard_normal(a.shape, dtype=np.float32), shapes)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_flax_torch_flax_is_exact(flax_model):
+    model, params = flax_model
+    state = convert.flax_to_torch(params)
+    names = ["input"] + [f"residual_layer.{i}.conv" for i in range(model.depth - 2)] + ["output"]
+    kinds = ("weight", "bias") if model.use_bias else ("weight",)
+    assert set(state) == {f"{n}.{k}" for n in names for k in kinds}
+    assert state["input.weight"].shape == (model.features, 1, 3, 3)  # OIHW
+    assert state["output.weight"].shape == (1, model.features, 3, 3)
+    back, back_model = convert.torch_to_flax(state)
+    assert model_spec(back_model) == model_spec(model)
+    assert_trees_identical(back, params)
+
+
+def test_torch_flax_torch_is_exact():
+    state = {k: v.numpy() for k, v in torch_state(1).items()}
+    params, model = convert.torch_to_flax(state)
+    assert model_spec(model) == {"depth": 20, "features": 64, "use_bias": False}
+    assert_states_identical(convert.flax_to_torch(params), state)
+
+
+def test_round_trip_through_files_is_exact(flax_model, tmp_path):
+    model, params = flax_model
+    save_model(tmp_path / "ckpt", params, model)
+    written = convert.to_torch(tmp_path / "ckpt", tmp_path / "weights.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "weights.pth"]  # no partial file left
+    assert_states_identical(convert.load_torch_state_dict(written), convert.flax_to_torch(params))
+
+    convert.from_torch(written, tmp_path / "again")
+    again_model, again = load_model(tmp_path / "again")
+    assert model_spec(again_model) == model_spec(model)
+    assert_trees_identical(again, params)
+
+    if model_spec(model) == model_spec(VDSR()):  # what to_torch writes loads into pytorch-vdsr itself
+        net = torch_reference.Net()
+        net.load_state_dict(torch.load(written, weights_only=True))  # strict: same names and shapes
+        assert_states_identical(net.state_dict(), convert.flax_to_torch(params))
+
+
+# ---------------------------------------------------------------- the CLI on the published weights
+
+
+def test_cli_converts_published_weights_both_ways(tmp_path, monkeypatch):
+    require(PRETRAINED)
+    # independent expectation: the trusted file unpickled the ordinary (unsafe) way
+    monkeypatch.setitem(sys.modules, "vdsr", torch_reference.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = torch.load(PRETRAINED, map_location="cpu", weights_only=False)["model"].state_dict()
+
+    status, _, stderr = run_cli("convert", "--from-torch", PRETRAINED, "--out", tmp_path / "ckpt")
+    assert status == 0, stderr
+    model, params = load_model(tmp_path / "ckpt")
+    assert model_spec(model) == {"depth": 20, "features": 64, "use_bias": False}
+    assert_states_identical(convert.flax_to_torch(params), expected)
+
+    status, _, stderr = run_cli("convert", "--to-torch", tmp_path / "ckpt", "--out", tmp_path / "back.pth")
+    assert status == 0, stderr
+    net = torch_reference.Net()
+    net.load_state_dict(torch.load(tmp_path / "back.pth", weights_only=True))
+    assert_states_identical(net.state_dict(), expected)
+
+
+# ---------------------------------------------------------------- malicious pickles
+
+
+class RunsCommand:
+    """Unpickling this runs `command`."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def binstring(data: bytes) -> bytes:
+    """Python 2's BINSTRING opcode, which torch's weights_only unpickler does not know."""
+    return b"T" + struct.pack("<i", len(data)) + data
+
+
+def write_python2_legacy(path: Path, command: str):
+    """torch's legacy format (magic number, protocol version, sys info, object, storage keys) whose object
+    pickle is hand-written: a BINSTRING first (so torch's weights_only load fails with 'Unsupported
+    operand' and convert falls back to its own restricted unpickler), then GLOBAL posix.system applied to
+    the command."""
+    from torch.serialization import MAGIC_NUMBER, PROTOCOL_VERSION
+
+    system = os.system.__module__.encode()  # 'posix' (or 'nt')
+    with open(path, "wb") as f:
+        for header in (MAGIC_NUMBER, PROTOCOL_VERSION, {"protocol_version": PROTOCOL_VERSION}):
+            pickle.dump(header, f, protocol=2)
+        f.write(b"\x80\x02" + binstring(b"epoch") + b"0"  # PROTO 2, BINSTRING, POP
+                + b"c" + system + b"\nsystem\n"  # GLOBAL posix.system
+                + binstring(command.encode()) + b"\x85R.")  # BINSTRING, TUPLE1, REDUCE, STOP
+        pickle.dump([], f, protocol=2)
+
+
+MALICIOUS = {
+    "zip": lambda path, cmd: torch.save({"model": RunsCommand(cmd)}, path),
+    "legacy": lambda path, cmd: torch.save({"model": RunsCommand(cmd)}, path,
+                                           _use_new_zipfile_serialization=False),
+    "python2 legacy": write_python2_legacy,
+}
+
+
+@pytest.mark.parametrize("kind", list(MALICIOUS))
+def test_cli_refuses_pickles_that_run_code(kind, tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pth"
+    MALICIOUS[kind](path, f"touch {shlex.quote(str(marker))}")
+
+    status, _, stderr = run_cli("convert", "--from-torch", path, "--out", tmp_path / "ckpt")
+    assert_one_error_line(status, stderr, "refusing", str(path), "system")
+    assert not marker.exists()
+    assert not (tmp_path / "ckpt").exists()
+
+    # the payload is live: an ordinary unpickling does run it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------- malformed input: one clear line
+
+
+def run_main(capsys, *args):
+    """convert.main in this process (a fresh interpreter per case would cost seconds each)."""
+    code = convert.main([str(a) for a in args])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert_one_error_line(code, lines, "error: ")
+    return code, lines[0]
+
+
+def wrong_shape(state):
+    state["residual_layer.3.conv.weight"] = torch.zeros(64, 64, 5, 5)
+
+
+BROKEN = {
+    "residual_layer.3.conv": wrong_shape,
+    "residual_layer.5.conv": lambda state: state.pop("residual_layer.5.conv.weight"),
+    "output": lambda state: state.pop("output.weight"),
+}
+
+
+@pytest.mark.parametrize("layer", list(BROKEN))
+def test_state_dict_that_is_not_a_vdsr_names_the_layer(layer, tmp_path, capsys):
+    state = torch_state()
+    BROKEN[layer](state)
+    torch.save(state, tmp_path / "bad.pth")
+    code, line = run_main(capsys, "--from-torch", tmp_path / "bad.pth", "--out", tmp_path / "ckpt")
+    assert code != 0 and re.search(rf"\b{re.escape(layer)}\b", line)
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("content", [b"hello, not a checkpoint\n", b"\x80\x02\xff\xfe", b""])
+def test_non_torch_file(content, tmp_path, capsys):
+    (tmp_path / "x.pth").write_bytes(content)
+    code, line = run_main(capsys, "--from-torch", tmp_path / "x.pth", "--out", tmp_path / "ckpt")
+    assert code != 0 and "not a readable torch checkpoint" in line and "x.pth" in line
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_cli_missing_torch_file(tmp_path):
+    status, _, stderr = run_cli("convert", "--from-torch", tmp_path / "absent.pth", "--out",
+                                tmp_path / "ckpt")
+    assert_one_error_line(status, stderr, "absent.pth")
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_to_torch_of_missing_checkpoint(tmp_path, capsys):
+    code, line = run_main(capsys, "--to-torch", tmp_path / "absent", "--out", tmp_path / "w.pth")
+    assert code != 0 and "absent" in line and "does not exist" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_to_torch_into_missing_directory(tmp_path, capsys):
+    model, ones = VDSR(depth=2, features=1), np.ones((3, 3, 1, 1), np.float32)
+    params = {f"conv_{i}": {"kernel": ones} for i in range(2)}
+    save_model(tmp_path / "ckpt", params, model)
+    code, line = run_main(capsys, "--to-torch", tmp_path / "ckpt", "--out", tmp_path / "no" / "w.pth")
+    assert code != 0 and "does not exist" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
