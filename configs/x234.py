@@ -6,7 +6,10 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    config.model = ml_collections.ConfigDict(dict(depth=20, features=64, use_bias=True, compute_dtype="float32"))
+    config.model = ml_collections.ConfigDict(dict(
+        depth=20, features=64, use_bias=True, compute_dtype="float32",
+        zero_init_output=False,  # True starts from the bicubic input (see train_step.create_train_state)
+    ))
 
     # Data: TFDS builders prepared from local folders (see README, "Data"), read without TensorFlow.
     config.data_dir = "~/tensorflow_datasets"
@@ -26,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ½·mean over the batch of the per-patch summed squared error (the paper's loss).
     config.loss_scale = 0.5 / config.batch_size
     config.optimizer = ml_collections.ConfigDict(dict(
-        learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
+        name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
         decay_every_epochs=20, decay_factor=0.1,
         clipping="adjustable",  # each gradient element in [-θ/γ, θ/γ]
         clip_theta=0.01, clip_norm=0.4,

@@ -94,11 +94,20 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0) -> Path:
     return path
 
 
+def on_first_local_device(metadata: dict) -> dict:
+    """Abstract arrays of the saved shapes on this process's first device: a checkpoint written over other
+    devices (a TPU's 8 cores, several hosts) cannot be restored onto the shardings it records."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), metadata)
+
+
 def load_model(directory, step: int | None = None, dtype=jnp.float32) -> tuple[VDSR, dict]:
     """The model and float32 parameters of step `step` (default: the latest) of the checkpoint."""
     path = resolve(directory)
     options = ocp.CheckpointManagerOptions(read_only=True)
-    with ocp.CheckpointManager(path.absolute(), options=options) as manager:
+    handlers = {PARAMS: ocp.StandardCheckpointHandler(), MODEL: ocp.JsonCheckpointHandler(),
+                TRAIN: ocp.StandardCheckpointHandler()}  # all items, so that item_metadata warns of none
+    with ocp.CheckpointManager(path.absolute(), options=options, item_handlers=handlers) as manager:
         steps = manager.all_steps()
         if not steps:
             raise CheckpointError(f"{path} holds no checkpoint (no step folders)")
@@ -106,10 +115,11 @@ def load_model(directory, step: int | None = None, dtype=jnp.float32) -> tuple[V
         if step not in steps:
             raise CheckpointError(f"{path} has no step {step} (steps: {sorted(steps)})")
         try:
+            target = on_first_local_device(manager.item_metadata(step)[PARAMS].tree)
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    **{MODEL: ocp.args.JsonRestore(), PARAMS: ocp.args.StandardRestore()}
+                    **{MODEL: ocp.args.JsonRestore(), PARAMS: ocp.args.StandardRestore(target)}
                 ),
             )
         except Exception as e:  # orbax raises many types for unreadable data; one message for all

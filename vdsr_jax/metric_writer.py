@@ -3,11 +3,8 @@ plot of loss and PSNR against step, refreshed at each eval."""
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
+from matplotlib.figure import Figure
+from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -51,7 +48,8 @@ class MetricWriter:
         """Loss (log scale) and every `psnr/…` series against step, written atomically."""
         losses = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
         psnr_names = sorted({k for r in self.history for k in r if k.startswith("psnr/")})
-        fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))  # no pyplot: leaves a notebook's backend alone
+        ax_loss, ax_psnr = fig.subplots(1, 2)
         if losses:
             ax_loss.plot(*zip(*losses))
             ax_loss.set_yscale("log")
@@ -65,7 +63,6 @@ class MetricWriter:
         fig.tight_layout()
         partial = self.plot_path.with_name("training.partial.png")
         fig.savefig(partial, dpi=90)
-        plt.close(fig)
         partial.replace(self.plot_path)
         return self.plot_path
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from vdsr_jax import checkpoint, input_pipeline
+from vdsr_jax import checkpoint, distributed, input_pipeline
 from vdsr_jax.evaluate import evaluate_images
 from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.metric_writer import MetricWriter
@@ -60,6 +60,8 @@ def validate_config(config, device_count: int) -> None:
     if not config.downsizes or any(not 0 < d <= 1 for d in config.downsizes):
         raise ConfigError(f"config.downsizes must be factors in (0, 1], not {tuple(config.downsizes)!r}")
     opt = config.optimizer
+    if opt.name not in ("sgd", "adam"):
+        raise ConfigError(f"config.optimizer.name must be 'sgd' or 'adam', not {opt.name!r}")
     if opt.clipping not in ("global_norm", "adjustable"):
         raise ConfigError(f"config.optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
     for name in ("learning_rate", "clip_norm", "clip_theta", "decay_factor"):
@@ -143,8 +145,11 @@ def train_and_evaluate(config, workdir) -> dict:
     mesh = data_mesh()
     model = create_model(config)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, make_optimizer(config, steps_per_epoch), init_key)
+    state = create_train_state(model, make_optimizer(config, steps_per_epoch), init_key,
+                               zero_output=config.model.zero_init_output)
     state = jax.device_put(state, replicated(mesh))
+    # A global key, as multi-process orbax needs; device_put moves key data, not typed keys, across processes.
+    data_key = jax.random.wrap_key_data(jax.device_put(jax.random.key_data(data_key), replicated(mesh)))
     device_source = jax.device_put(source, replicated(mesh))
     lr_at = learning_rate_schedule(config.optimizer.learning_rate, steps_per_epoch,
                                    config.optimizer.decay_every_epochs, config.optimizer.decay_factor)
@@ -159,9 +164,9 @@ def train_and_evaluate(config, workdir) -> dict:
     if start:
         say(f"resuming from step {start} in {workdir / 'checkpoints'}")
 
+    metrics = {}
     train_step = make_sampling_train_step(mesh, config.batch_size, config.patch_size, config.augment,
                                           config.loss_scale)
-    metrics = {}
     progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
     try:
@@ -186,7 +191,8 @@ def train_and_evaluate(config, workdir) -> dict:
                 window, window_start = [], time.perf_counter()
             evaluating = step % config.eval_every_steps == 0 or step == total_steps
             if evaluating:
-                metrics = evaluate(TiledVDSR(model, state.params), eval_sets, config.eval_scales)
+                predict = TiledVDSR(model, distributed.local_copy(state.params))
+                metrics = evaluate(predict, eval_sets, config.eval_scales)
                 if writer:
                     writer.write(step, metrics)
                     writer.plot()
@@ -200,10 +206,13 @@ def train_and_evaluate(config, workdir) -> dict:
         if writer:
             writer.close()
 
+    predict = TiledVDSR(model, distributed.local_copy(state.params))
+    if not metrics:  # nothing was left to train: a finished run started again
+        metrics = evaluate(predict, eval_sets, config.eval_scales)
     if main_process:
         first_set = next(iter(eval_sets.values()))
-        comparisons = write_comparisons(TiledVDSR(model, state.params), first_set, config.eval_scales[0],
-                                        workdir / "images", config.comparison_images)
+        comparisons = write_comparisons(predict, first_set, config.eval_scales[0], workdir / "images",
+                                        config.comparison_images)
         report(metrics, config, workdir, comparisons)
     return metrics
 
@@ -230,12 +239,14 @@ def _cli() -> None:
     config_flags.DEFINE_config_file("config", "configs/demo.py", "config file (a get_config() module)",
                                     lock_config=True)
     flags.DEFINE_string("workdir", None, "where checkpoints, logs and images go (default runs/<config name>)")
+    distributed.define_flags()
 
     def run(_argv) -> int:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
         config_file = config_flags.get_config_filename(flags.FLAGS["config"])
         workdir = flags.FLAGS.workdir or f"runs/{Path(config_file).stem}"
         try:
+            distributed.initialize_from_flags()  # a DistributedError is a ValueError
             train_and_evaluate(flags.FLAGS.config, workdir)
         except (ConfigError, TrainingDiverged, FileNotFoundError, ValueError, checkpoint.CheckpointError) as e:
             print(f"error: {e}", file=sys.stderr)

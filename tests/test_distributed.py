@@ -1,0 +1,96 @@
+"""Multi-process training: 2 processes on localhost (CPU devices, gloo collectives) train, checkpoint and
+resume exactly like 1 process on the same global batch; bad settings give one error line."""
+import json
+import socket
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import assert_one_error_line
+from test_train import final_params, saved_steps, train_cli
+
+from vdsr_jax.distributed import DistributedError, initialize
+
+TIMEOUT = 240  # seconds per run; a process whose peer is missing would wait 300 s in jax.distributed
+CPU = {"JAX_PLATFORMS": "cpu"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def finish(processes) -> list[tuple[str, str]]:
+    """(stdout, stderr) of each process once all succeeded; on the first failure, or after TIMEOUT, the
+    others are killed rather than left waiting for their peer."""
+    deadline, outputs = time.monotonic() + TIMEOUT, {}
+    try:
+        while len(outputs) < len(processes):
+            for i, p in enumerate(processes):
+                if i in outputs:
+                    continue
+                try:
+                    outputs[i] = p.communicate(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    continue  # asked again next round; no output is lost
+                assert p.returncode == 0, outputs[i][1][-2000:]
+            assert time.monotonic() < deadline, f"processes still running after {TIMEOUT} s"
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return [outputs[i] for i in range(len(processes))]
+
+
+def start_two_processes(workdir, *overrides, cache) -> list:
+    """The CLI as processes 0 and 1 of one run, 2 CPU devices each; `cache` is a persistent compilation
+    cache, so that a second run skips the compilations."""
+    address = f"localhost:{free_port()}"
+    env = {**CPU, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_COMPILATION_CACHE_DIR": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    return [train_cli(workdir, *overrides, f"--coordinator_address={address}", "--num_processes=2",
+                      f"--process_id={rank}", env=env, wait=False) for rank in (0, 1)]
+
+
+def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path):
+    one, two, cache = tmp_path / "one_process", tmp_path / "two_processes", tmp_path / "cache"
+    baseline = train_cli(one, "--config.num_steps=3", env={**CPU, "XLA_FLAGS": ""}, wait=False)
+    finish([baseline, *start_two_processes(two, "--config.num_steps=2", cache=cache)])
+    assert saved_steps(two) == [2]
+    (first_stdout, _), (second_stdout, second_stderr) = finish(start_two_processes(two, "--config.num_steps=3",
+                                                                                   cache=cache))
+    assert "resuming from step 2" in first_stdout and "final evaluation" in first_stdout
+    printed = [line for line in second_stdout.splitlines() if not line.startswith("[Gloo]")]  # gloo's own
+    assert printed == [] and "step/s" not in second_stderr  # process 1 neither prints nor shows progress
+    assert saved_steps(two) == [2, 3]
+
+    for a, b in zip(jax.tree.leaves(final_params(one)), jax.tree.leaves(final_params(two))):  # load_model here
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 3]  # one writer, across the resume
+    assert list((two / "images").glob("*.png"))
+
+
+@pytest.mark.parametrize("settings, environ, words", [
+    ({"num_processes": 2, "process_id": 2, "coordinator_address": "localhost:1"}, {}, "--process_id"),
+    ({"num_processes": 0}, {}, "--num_processes"),
+    ({"num_processes": 2, "process_id": 0, "coordinator_address": "localhost"}, {}, "host:port"),
+    ({}, {"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES"),
+])
+def test_bad_settings_are_refused_before_connecting(settings, environ, words):
+    with pytest.raises(DistributedError, match=words):
+        initialize(**settings, environ=environ)
+
+
+def test_one_process_initialises_nothing():
+    assert initialize(environ={}) is False and not jax.distributed.is_initialized()
+
+
+def test_bad_settings_on_the_command_line_give_one_error_line(tmp_path):
+    code, _, stderr = train_cli(tmp_path, "--num_processes=2", "--process_id=2", env={**CPU, "JAX_PROCESS_ID": "0"})
+    assert_one_error_line(code, stderr.strip().splitlines(), "error: --process_id")
+    assert not (tmp_path / "checkpoints").exists()

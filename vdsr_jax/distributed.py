@@ -1,0 +1,92 @@
+"""One training run over several processes (hosts): `jax.distributed.initialize` before any device is used.
+
+JAX runs one process per host. Once initialised, `jax.devices()` lists every process's devices, so the
+`data` mesh of `train_step` spans all hosts, its psum is the cross-host all-reduce (gloo on CPU, JAX's
+default; NCCL on GPU; the interconnect on TPU), and orbax coordinates checkpoint writes through the same
+service. Every process runs the same command; process 0 alone logs and writes files other than checkpoints.
+
+Settings, first found wins: the `--coordinator_address`, `--num_processes`, `--process_id` flags, then the
+environment variables JAX_COORDINATOR_ADDRESS (which JAX reads too), JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+Any of them, or `--distributed`, makes the run multi-process; whatever is left unset JAX detects itself on
+a Cloud TPU pod slice, under SLURM (`srun`), Open MPI (`mpirun`) and on Kubernetes. With none of them the
+run is one process and nothing is initialised.
+"""
+import os
+
+import jax
+
+ENVIRONMENT = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
+               "process_id": "JAX_PROCESS_ID"}
+
+
+class DistributedError(ValueError):
+    """Multi-process settings that cannot work; the message names the flag and variable."""
+
+
+def define_flags() -> None:
+    """The command-line flags; a CLI calls this, so that importing the module defines none."""
+    from absl import flags
+
+    flags.DEFINE_string("coordinator_address", None,
+                        "host:port of process 0, the same for every process (env JAX_COORDINATOR_ADDRESS)")
+    flags.DEFINE_integer("num_processes", None, "processes in the run (env JAX_NUM_PROCESSES)")
+    flags.DEFINE_integer("process_id", None, "this process's rank, 0 … num_processes-1 (env JAX_PROCESS_ID)")
+    flags.DEFINE_bool("distributed", False, "join a multi-process run whose settings JAX detects (Cloud TPU "
+                      "pod slice, SLURM, Open MPI, Kubernetes); implied by the three flags above")
+
+
+def initialize_from_flags() -> bool:
+    from absl import flags
+
+    values = flags.FLAGS
+    return initialize(values.coordinator_address, values.num_processes, values.process_id,
+                      detect=values.distributed)
+
+
+def _name(setting: str) -> str:
+    return f"--{setting} ({ENVIRONMENT[setting]})"
+
+
+def _setting(setting: str, value, environ):
+    """The flag's value, else the environment's (an int for the counts)."""
+    if value is not None:
+        return value
+    text = environ.get(ENVIRONMENT[setting], "").strip()
+    if not text or setting == "coordinator_address":
+        return text or None
+    try:
+        return int(text)
+    except ValueError:
+        raise DistributedError(f"{_name(setting)} must be an integer, not {text!r}") from None
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, detect: bool = False, environ=os.environ) -> bool:
+    """Join the multi-process run these settings (or the environment) describe; False for a one-process run.
+
+    Must run before anything touches a device. Bad settings raise DistributedError before connecting.
+    """
+    address = _setting("coordinator_address", coordinator_address, environ)
+    count = _setting("num_processes", num_processes, environ)
+    rank = _setting("process_id", process_id, environ)
+    if not detect and (address, count, rank) == (None, None, None):
+        return False
+    if count is not None and count < 1:
+        raise DistributedError(f"{_name('num_processes')} must be ≥ 1, not {count}")
+    if rank is not None and (rank < 0 or count is not None and rank >= count):
+        raise DistributedError(f"{_name('process_id')} must be in 0 … {_name('num_processes')} - 1, not {rank}")
+    if address is not None and not address.rpartition(":")[2].isdigit():
+        raise DistributedError(f"{_name('coordinator_address')} must be host:port, not {address!r}")
+    try:
+        jax.distributed.initialize(address, count, rank)
+    except (ValueError, TypeError, RuntimeError) as e:  # settings left incomplete, coordinator not reached
+        raise DistributedError(f"cannot join the multi-process run: {e} (see --coordinator_address, "
+                               "--num_processes, --process_id in --helpfull)") from None
+    return True
+
+
+def local_copy(tree):
+    """This process's copy of replicated global arrays, on its default device, for work that involves no
+    other process (evaluation, the images process 0 writes): a computation over the global devices must be
+    run by every process."""
+    return jax.device_put(jax.device_get(tree))
