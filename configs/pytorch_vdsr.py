@@ -6,6 +6,7 @@ from configs import x234
 def get_config():
     config = x234.get_config()
     config.model.use_bias = False
+    config.model.zero_init_output = False
     config.batch_size = 128
     config.num_epochs = 50
     config.loss_scale = 1.0

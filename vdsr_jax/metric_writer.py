@@ -56,8 +56,11 @@ class MetricWriter:
         ax_loss.set(title="training loss", xlabel="step")
         for name in psnr_names:
             points = [(r["step"], r[name]) for r in self.history if name in r]
-            ax_psnr.plot(*zip(*points), marker="o", label=name.removeprefix("psnr/"))
-        ax_psnr.set(title="eval PSNR (dB)", xlabel="step")
+            line, = ax_psnr.plot(*zip(*points), marker="o", label=name.removeprefix("psnr/"))
+            baseline = [r["bicubic_" + name] for r in self.history if "bicubic_" + name in r]
+            if baseline:
+                ax_psnr.axhline(baseline[-1], color=line.get_color(), linestyle="--", linewidth=1)
+        ax_psnr.set(title="eval PSNR (dB); dashed: bicubic", xlabel="step")
         if psnr_names:
             ax_psnr.legend(fontsize="small")
         fig.tight_layout()

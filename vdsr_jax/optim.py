@@ -39,8 +39,7 @@ def clip_by_learning_rate(theta: float, schedule: optax.Schedule) -> optax.Gradi
 
 
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """From `config.optimizer`: clipping ('global_norm' or 'adjustable'), weight decay, then momentum SGD
-    (`name='sgd'`, the paper's) or Adam (`name='adam'`, which converges faster in short runs)."""
+    """From `config.optimizer`: clipping ('global_norm' or 'adjustable'), weight decay, momentum SGD."""
     opt = config.optimizer
     schedule = learning_rate_schedule(opt.learning_rate, steps_per_epoch, opt.decay_every_epochs,
                                       opt.decay_factor)
@@ -50,10 +49,5 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
         clip = clip_by_learning_rate(opt.clip_theta, schedule)
     else:
         raise ValueError(f"optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
-    if opt.name == "sgd":
-        descent = optax.sgd(schedule, momentum=opt.momentum)
-    elif opt.name == "adam":
-        descent = optax.adam(schedule)
-    else:
-        raise ValueError(f"optimizer.name must be 'sgd' or 'adam', not {opt.name!r}")
-    return optax.chain(clip, optax.add_decayed_weights(opt.weight_decay), descent)
+    return optax.chain(clip, optax.add_decayed_weights(opt.weight_decay),
+                       optax.sgd(schedule, momentum=opt.momentum))

@@ -60,8 +60,6 @@ def validate_config(config, device_count: int) -> None:
     if not config.downsizes or any(not 0 < d <= 1 for d in config.downsizes):
         raise ConfigError(f"config.downsizes must be factors in (0, 1], not {tuple(config.downsizes)!r}")
     opt = config.optimizer
-    if opt.name not in ("sgd", "adam"):
-        raise ConfigError(f"config.optimizer.name must be 'sgd' or 'adam', not {opt.name!r}")
     if opt.clipping not in ("global_norm", "adjustable"):
         raise ConfigError(f"config.optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
     for name in ("learning_rate", "clip_norm", "clip_theta", "decay_factor"):
