@@ -1,5 +1,8 @@
 """pytorch-vdsr's `vdsr.py`, kept as it was so its whole-model pickles load into these classes.
 
+From https://github.com/twtygqyy/pytorch-vdsr — MIT License, Copyright (c) 2017- Jiu XU, Rakuten, Inc and
+Rakuten Institute of Technology; the licence's permission notice applies to this file.
+
 Layer names (`input`, `residual_layer.<i>.conv`, `output`) are the state_dict keys of the published weights.
 """
 from math import sqrt

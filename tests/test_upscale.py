@@ -1,0 +1,226 @@
+"""`python -m vdsr_jax.upscale`: every kind of image against whole-image VDSR on MATLAB-bicubic input, and
+every kind of bad input against the one-line-error standard (run as a user would, in a subprocess)."""
+import math
+import os
+import struct
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tifffile
+from conftest import assert_one_error_line, run_cli
+from PIL import Image, ImageOps
+
+from vdsr_jax import checkpoint, cli, upscale
+from vdsr_jax.image import imresize, rgb2ycbcr, ycbcr2rgb
+from vdsr_jax.model import VDSR
+
+TINY = VDSR(depth=3, features=8)  # the CLI's behaviour does not depend on the weights; this one runs fast
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(checkpoint folder, params) of a small random VDSR, scaled so its residuals are of a natural size."""
+    params = jax.tree.map(lambda p: p / 2, TINY.init(jax.random.key(1), jnp.zeros((1, 8, 8, 1)))["params"])
+    return checkpoint.save_model(tmp_path_factory.mktemp("tiny") / "ckpt", params, TINY), params
+
+
+def picture(height, width, channels, dtype=np.uint8, seed=0):
+    """Smooth colour gradients plus texture, as integer samples."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = [0.5 + 0.4 * np.sin(yy / (5 + c) + xx / (7 - c)) for c in range(channels)]
+    values = np.clip(np.stack(base, -1) + 0.05 * rng.standard_normal((height, width, channels)), 0, 1)
+    return np.round(values * np.iinfo(dtype).max).astype(dtype)
+
+
+def expected_upscale(pixels, scale, params):
+    """Whole-image reference: MATLAB bicubic of the YCbCr (and alpha) image, VDSR on all of Y at once."""
+    top = np.iinfo(pixels.dtype).max
+    values = pixels.astype(np.float64) / top
+    channels = values.shape[-1]
+    colour = values[..., : 3 if channels >= 3 else 1]
+    rgb = np.repeat(colour, 3, -1) if colour.shape[-1] == 1 else colour
+    upscaled = imresize(rgb2ycbcr(rgb), scale)
+    y = TINY.apply({"params": params}, jnp.asarray(upscaled[None, ..., :1], jnp.float32))
+    result = ycbcr2rgb(np.concatenate([np.asarray(y[0], np.float64), upscaled[..., 1:]], -1))
+    result = result[..., :1] if channels in (1, 2) else result
+    if channels in (2, 4):
+        result = np.concatenate([result, imresize(values[..., -1], scale)[..., None]], -1)
+    return np.round(np.clip(result, 0, 1) * top)
+
+
+def save(path, pixels):
+    cli.write_image(path, pixels)
+    return path
+
+
+# ---- what the output must be -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,channels,dtype,scale,output", [
+    ("rgb.png", 3, np.uint8, 3.7, "out.png"),
+    ("grey.png", 1, np.uint8, 2, "out.png"),
+    ("rgba.png", 4, np.uint8, 1.5, "out.png"),
+    ("grey_alpha.png", 2, np.uint8, 3, "out.png"),
+    ("rgb16.png", 3, np.uint16, 2, "out.png"),
+    ("rgba16.tif", 4, np.uint16, 1, "out.tif"),
+    ("grey16.png", 1, np.uint16, 2.5, "out.png"),
+    ("rgb.webp", 3, np.uint8, 2, "out.bmp"),  # a lossless output, to compare exactly
+])
+def test_output_equals_whole_image_vdsr(tmp_path, tiny, name, channels, dtype, scale, output):
+    folder, params = tiny
+    source = save(tmp_path / name, picture(37, 29, channels, dtype))
+    pixels = cli.read_image(source)  # WebP is lossy: compare with what was stored
+    assert upscale.main([str(source), "--checkpoint", str(folder), "--scale", str(scale), "-o",
+                         str(tmp_path / output), "--tile", "16"]) == 0  # 16-pixel tiles: many of them
+    out = cli.read_image(tmp_path / output)
+    assert out.dtype == dtype
+    assert out.shape == (math.ceil(scale * 37), math.ceil(scale * 29), pixels.shape[-1])
+    assert np.abs(out - expected_upscale(pixels, scale, params)).max() <= 1
+    if dtype == np.uint16:
+        inner = out[(out > 0) & (out < 65535)]
+        assert (inner % 257 != 0).mean() > 0.9  # real 16-bit values, not 8-bit ones widened
+
+
+def test_compare_and_single_file_output(tmp_path, tiny):
+    folder, params = tiny
+    pixels = picture(20, 30, 3)
+    target = tmp_path / "big.jpg"
+    assert upscale.main([str(save(tmp_path / "small.png", pixels)), "--checkpoint", str(folder),
+                         "--scale", "2", "-o", str(target), "--compare"]) == 0
+    with Image.open(target) as im:
+        assert (im.format, im.size) == ("JPEG", (60, 40))
+    compare = np.asarray(Image.open(tmp_path / "big_compare.png"))
+    strip = compare.shape[0] - 40
+    assert compare.shape[1] > 120 and strip > 0
+    assert (compare[:strip] < 128).any()  # a label was drawn
+    bicubic = np.round(np.clip(ycbcr2rgb(imresize(rgb2ycbcr(pixels / 255.0), 2)), 0, 1) * 255)
+    assert np.abs(compare[strip:, :60] - bicubic).max() <= 1
+    assert np.abs(compare[strip:, -60:] - expected_upscale(pixels, 2, params)).max() <= 1
+
+
+def test_folder_input_names_outputs(tmp_path, tiny):
+    folder, _ = tiny
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.bmp"):
+        save(tmp_path / "in" / name, picture(9, 8, 3))
+    status, stdout, _ = run_cli("upscale", tmp_path / "in", "--checkpoint", folder, "--scale", "3", "-o",
+                                tmp_path / "out")
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x3.png", "b_x3.bmp"]
+    assert len(stdout.splitlines()) == 2
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_as_pillow(tmp_path, orientation):
+    pixels = picture(6, 11, 3)
+    exif = Image.Exif()
+    exif[cli.EXIF_ORIENTATION] = orientation
+    Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
+    np.testing.assert_array_equal(cli.read_image(tmp_path / "o.png"), expected)
+
+
+def test_exif_rotated_jpeg_is_upscaled_upright(tmp_path, tiny):
+    folder, _ = tiny
+    exif = Image.Exif()
+    exif[cli.EXIF_ORIENTATION] = 6  # stored 30 wide, 20 high; shown rotated: 20 wide, 30 high
+    Image.fromarray(picture(20, 30, 3)).save(tmp_path / "r.jpg", exif=exif)
+    assert upscale.main([str(tmp_path / "r.jpg"), "--checkpoint", str(folder), "--scale", "2",
+                         "-o", str(tmp_path / "r2.png")]) == 0
+    assert Image.open(tmp_path / "r2.png").size == (40, 60)
+
+
+def test_16bit_png_with_sub_filter_is_read_exactly(tmp_path):
+    """PNG filters work per pixel (6 bytes in 16-bit RGB): a decoder with the wrong width garbles these rows."""
+    pixels = picture(5, 7, 3, np.uint16)
+    png = bytearray(cli.png16(pixels))
+    raw = pixels.astype(">u2").reshape(5, -1).view(np.uint8).astype(int)
+    sub = np.concatenate([raw[:, :6], raw[:, 6:] - raw[:, :-6]], axis=1) % 256
+    rows = np.concatenate([np.ones((5, 1), int), sub], axis=1).astype(np.uint8)
+    data = zlib.compress(rows.tobytes())
+    start = png.index(b"IDAT") - 4
+    length = struct.unpack(">I", png[start:start + 4])[0]
+    png[start:start + 12 + length] = struct.pack(">I", len(data)) + b"IDAT" + data + struct.pack(
+        ">I", zlib.crc32(b"IDAT" + data))
+    (tmp_path / "sub.png").write_bytes(bytes(png))
+    np.testing.assert_array_equal(cli.read_image(tmp_path / "sub.png"), pixels)
+    np.testing.assert_array_equal(cli.read_image(save(tmp_path / "t.tif", pixels)), tifffile.imread(tmp_path / "t.tif"))
+
+
+# ---- bad input: one line, non-zero exit, no traceback, no partial file ------------------------------------
+
+@pytest.fixture
+def bad_files(tmp_path):
+    good = save(tmp_path / "good.png", picture(12, 10, 3))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image\n")
+    tiny_image = save(tmp_path / "dot.png", picture(1, 1, 3))
+    return {"good": good, "truncated": truncated, "not an image": text, "missing": tmp_path / "missing.png",
+            "1×1": tiny_image}
+
+
+@pytest.mark.parametrize("kind,message", [("truncated", "damaged"), ("not an image", "not an image"),
+                                          ("missing", "no such file"), ("1×1", "at least 2×2")])
+def test_bad_image_file(tmp_path, tiny, bad_files, kind, message):
+    out = tmp_path / "out.png"
+    status, _, lines = run_cli("upscale", bad_files[kind], "--checkpoint", tiny[0], "--scale", "2", "-o", out)
+    assert_one_error_line(status, lines, message, bad_files[kind].name)
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_batch_goes_past_bad_files_and_lists_them(tmp_path, tiny, bad_files):
+    out = tmp_path / "out"
+    inputs = [bad_files[k] for k in ("truncated", "good", "not an image", "missing", "1×1")]
+    status, stdout, lines = run_cli("upscale", *inputs, "--checkpoint", tiny[0], "--scale", "2", "-o", out)
+    assert status == 1
+    assert [p.name for p in out.iterdir()] == ["good_x2.png"]
+    assert stdout.strip() == str(out / "good_x2.png")
+    assert len(lines) == 5 and "4 of 5" in lines[-1]
+    for line, path in zip(lines, [inputs[0], *inputs[2:]]):
+        assert line.startswith("error: ") and path.name in line
+
+
+@pytest.mark.parametrize("scale", ["0", "0.5", "nan", "17", "two"])
+def test_bad_scale(tmp_path, tiny, bad_files, scale):
+    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", scale, "-o",
+                               tmp_path / "out.png")
+    assert_one_error_line(status, lines, "scale")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_missing_and_mismatched_checkpoint(tmp_path, tiny, bad_files):
+    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tmp_path / "nowhere", "--scale", "2",
+                               "-o", tmp_path / "out.png")
+    assert_one_error_line(status, lines, "does not exist")
+
+    mismatched = tmp_path / "mismatched"  # says depth 5, holds the 3 layers of TINY
+    with ocp.CheckpointManager(mismatched, options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False)) as m:
+        m.save(0, args=ocp.args.Composite(**{
+            checkpoint.PARAMS: ocp.args.StandardSave(tiny[1]),
+            checkpoint.MODEL: ocp.args.JsonSave({"depth": 5, "features": 8, "use_bias": False})}))
+    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", mismatched, "--scale", "2",
+                               "-o", tmp_path / "out.png")
+    assert_one_error_line(status, lines, "layer conv_2")
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_unwritable_output(tmp_path, tiny, bad_files):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be\n")
+    for output in (blocker / "out.png", blocker / "folder"):
+        status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", "2",
+                                   "-o", output)
+        assert_one_error_line(status, lines, str(blocker))
+    taken = tmp_path / "out" / "good_x2.png"
+    taken.mkdir(parents=True)  # the output name is a folder: found only when the finished file is renamed
+    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", "2",
+                               "-o", tmp_path / "out")
+    assert_one_error_line(status, lines, str(taken))
+    assert os.listdir(tmp_path / "out") == ["good_x2.png"] and not os.listdir(taken)
+    assert sorted(os.listdir(tmp_path)) == sorted(["file", "out", *(p.name for p in bad_files.values() if p.exists())])
