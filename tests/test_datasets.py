@@ -118,6 +118,14 @@ def test_image_folders_coexist_under_their_names(tmp_path, own_images):
     assert len(only_c) == 4 and all(im.dtype == np.uint8 and im.shape[-1] == 3 for im in only_c)
 
 
+def test_data_dir_with_tilde_is_the_home_folder(tmp_path, own_images, monkeypatch):
+    root, expected = own_images
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert len(datasets.load_images("image_folder/mine", "~/tfds", manual_dir=root)) == len(expected)
+    assert (tmp_path / "home" / "tfds" / "image_folder").is_dir() and not (tmp_path / "~").exists()
+
+
 def make_tree(root: Path, layout: dict[str, int]) -> Path:
     for folder, count in layout.items():
         (root / folder).mkdir(parents=True)

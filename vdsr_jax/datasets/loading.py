@@ -25,7 +25,7 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
     the data is reused and `manual_dir` is no longer needed. Examples are
     dicts of NumPy values: `image` uint8 H×W×3 and `name` as bytes.
     """
-    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    builder = tfds.builder(name, data_dir=os.path.expanduser(data_dir), file_format="array_record")
     if name.split("/")[0] == "div2k" and not builder.is_prepared() and importlib.util.find_spec("tensorflow") is None:
         raise ImportError(
             f"Preparing TFDS's {name} needs TensorFlow (its download extractor and example generator use "
