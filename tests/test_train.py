@@ -198,3 +198,22 @@ def test_bad_config_on_the_command_line_gives_one_clear_line(tmp_path):
     assert code != 0 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: config.scales")
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_checkpoints_keep_the_last_k_and_the_best_by_psnr(tmp_path):
+    config = demo.get_config()
+    from vdsr_jax.optim import make_optimizer
+    from vdsr_jax.train import create_model
+    from vdsr_jax.train_step import create_train_state
+
+    config.model.depth, config.model.features = 2, 4
+    model = create_model(config)
+    state = create_train_state(model, make_optimizer(config, 10), jax.random.key(0))
+    psnrs = {1: 30.0, 2: 35.0, 3: 31.0, 4: None, 5: 32.0, 6: 33.0}
+    manager = checkpoint.training_manager(tmp_path, keep_last=2)
+    for step, psnr in psnrs.items():
+        metrics = None if psnr is None else {checkpoint.BEST_METRIC: psnr}
+        checkpoint.save_training(manager, state.replace(step=step), model, jax.random.key(1), metrics)
+    manager.close()
+    kept = sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit())
+    assert kept == [2, 5, 6]  # the best (35 dB at step 2) and the latest two
