@@ -59,7 +59,7 @@ def forward_fn(implementation: str, checkpoint: str, tile: int):
     import torch
 
     import torch_reference
-    from vdsr_jax.convert import flax_to_torch
+    from vdsr_jax.torch_weights import flax_to_torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     net = torch_reference.Net().eval()
@@ -88,10 +88,10 @@ def write_upscale_input(directory: Path, side: int) -> Path:
     """A side×side RGB PNG, made here so that its making does not count in the upscale worker's memory."""
     import numpy as np
 
-    from vdsr_jax import cli
+    from vdsr_jax import image_io
 
     y = test_image(side, side)
-    return cli.write_image(directory / f"in{side}.png", np.round(np.stack([y, y[::-1], y[:, ::-1]], -1) * 255)
+    return image_io.write_image(directory / f"in{side}.png", np.round(np.stack([y, y[::-1], y[:, ::-1]], -1) * 255)
                            .astype(np.uint8))
 
 
@@ -147,9 +147,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
         if checkpoint is None:
-            from vdsr_jax.convert import from_torch
+            from vdsr_jax.torch_weights import from_torch
 
-            checkpoint = str(from_torch(PRETRAINED, Path(tmp) / "ckpt"))
+            checkpoint = str(from_torch(PRETRAINED, Path(tmp) / "ckpt")[0])
         print(f"CPU threads: {args.threads}; median of {args.reps} runs; tile {args.tile}")
         print("| Y input | implementation | ms per output MP | peak RSS MiB | ratio |")
         print("| --- | --- | ---: | ---: | ---: |")

@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import torch
 
-import configs.pytorch_vdsr
+from vdsr_jax.configs import pytorch_vdsr
 from torch_reference import Net, make_optimizer as torch_optimizer, train_step as torch_train_step
-from vdsr_jax import input_pipeline
+from vdsr_jax.data import load_images, patches
 from vdsr_jax.model import VDSR
 from vdsr_jax.optim import make_optimizer
 from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
@@ -55,9 +55,9 @@ def time_steps(run_step, steps: int, reps: int) -> float:
 
 
 def jax_step_time(batch: int, patch: int, steps: int, reps: int, images) -> float:
-    config = configs.pytorch_vdsr.get_config()
+    config = pytorch_vdsr.get_config()
     mesh = data_mesh()
-    source = jax.device_put(input_pipeline.prepare_pairs(images, (2, 3, 4), (1.0,), patch), replicated(mesh))
+    source = jax.device_put(patches.prepare_pairs(images, (2, 3, 4), (1.0,), patch), replicated(mesh))
     state = create_train_state(VDSR(depth=DEPTH, features=FEATURES), make_optimizer(config, 1000), jax.random.key(0))
     holder = {"state": jax.device_put(state, replicated(mesh))}
     step = make_sampling_train_step(mesh, batch, patch, True, config.loss_scale)
@@ -90,7 +90,7 @@ def main():
     peak, how = peak_gflops()
     print(f"devices: {jax.devices()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"nominal fp32 peak: {peak:.0f} GFLOP/s ({how})")
-    images = input_pipeline.skimage_images("astronaut,coffee")
+    images = load_images("skimage:astronaut,coffee")
     for batch in args.batch:
         flops = step_flops(batch, args.patch)
         results = {"vdsr_jax": jax_step_time(batch, args.patch, args.steps, args.reps, images),

@@ -1,5 +1,12 @@
-"""Shared fixtures: the read-only ../shared folder (skips with a reason where a clone has none)."""
+"""Shared fixtures and helpers: the read-only ../shared folder (skips with a reason where a clone has none),
+commands run as a user would, small training runs."""
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import jax
+import numpy as np
 
 import pytest
 
@@ -19,18 +26,15 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def pretrained_checkpoint(tmp_path_factory) -> Path:
     """The published pytorch-vdsr weights converted once per session to a vdsr_jax checkpoint."""
-    from vdsr_jax.convert import from_torch
+    from vdsr_jax.torch_weights import from_torch
 
-    return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")
+    return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]
 
 
 def run_cli(module: str, *args, timeout: int = 300):
     """Run `python -m vdsr_jax.<module> args` from the repository root as a user would.
 
     Returns (exit status, stdout, stderr as a list of lines)."""
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", f"vdsr_jax.{module}", *map(str, args)],
                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stdout, done.stderr.strip().splitlines()
@@ -43,3 +47,35 @@ def assert_one_error_line(status: int, lines: list[str], *fragments: str) -> Non
     assert "Traceback" not in lines[0]
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+# ---- small training runs (test_train, test_distributed) ----------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--config.model.depth=3", "--config.model.features=8", "--config.patch_size=17", "--config.batch_size=4",
+    "--config.train_data=skimage:coins,text", "--config.eval_sets.skimage_held_out=skimage:camera",
+    "--config.log_every_steps=2", "--config.comparison_images=1",
+]
+
+
+def train_cli(workdir, *overrides, env=None, wait=True):
+    command = [sys.executable, "-m", "vdsr_jax.train", "--config", "demo", f"--workdir={workdir}",
+               *TINY, *overrides]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
+    if not wait:
+        return process
+    stdout, stderr = process.communicate(timeout=600)
+    return process.returncode, stdout, stderr
+
+
+def saved_steps(workdir) -> list[int]:
+    """Finished checkpoint steps (orbax writes each into a temporary folder first)."""
+    return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def final_params(workdir):
+    from vdsr_jax.checkpoint import load_model
+
+    return jax.tree.map(np.asarray, load_model(workdir)[1])

@@ -18,9 +18,9 @@ import torch
 
 import torch_reference
 from conftest import PRETRAINED, assert_one_error_line, require, run_cli
-from vdsr_jax import convert
-from vdsr_jax.checkpoint import load_model, model_spec, save_model
-from vdsr_jax.model import VDSR
+from vdsr_jax import convert, torch_weights
+from vdsr_jax.checkpoint import load_model, save_model
+from vdsr_jax.model import VDSR, model_spec
 
 def torch_state(seed: int = 0) -> collections.OrderedDict:
     torch.manual_seed(seed)
@@ -58,32 +58,32 @@ def flax_model(request):
 
 def test_flax_torch_flax_is_exact(flax_model):
     model, params = flax_model
-    state = convert.flax_to_torch(params)
+    state = torch_weights.flax_to_torch(params)
     names = ["input"] + [f"residual_layer.{i}.conv" for i in range(model.depth - 2)] + ["output"]
     kinds = ("weight", "bias") if model.use_bias else ("weight",)
     assert set(state) == {f"{n}.{k}" for n in names for k in kinds}
     assert state["input.weight"].shape == (model.features, 1, 3, 3)  # OIHW
     assert state["output.weight"].shape == (1, model.features, 3, 3)
-    back, back_model = convert.torch_to_flax(state)
+    back, back_model = torch_weights.torch_to_flax(state)
     assert model_spec(back_model) == model_spec(model)
     assert_trees_identical(back, params)
 
 
 def test_torch_flax_torch_is_exact():
     state = {k: v.numpy() for k, v in torch_state(1).items()}
-    params, model = convert.torch_to_flax(state)
+    params, model = torch_weights.torch_to_flax(state)
     assert model_spec(model) == {"depth": 20, "features": 64, "use_bias": False}
-    assert_states_identical(convert.flax_to_torch(params), state)
+    assert_states_identical(torch_weights.flax_to_torch(params), state)
 
 
 def test_round_trip_through_files_is_exact(flax_model, tmp_path):
     model, params = flax_model
     save_model(tmp_path / "ckpt", params, model)
-    written = convert.to_torch(tmp_path / "ckpt", tmp_path / "weights.pth")
+    written = torch_weights.to_torch(tmp_path / "ckpt", tmp_path / "weights.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "weights.pth"]  # no partial file left
-    assert_states_identical(convert.load_torch_state_dict(written), convert.flax_to_torch(params))
+    assert_states_identical(torch_weights.load_torch_state_dict(written)[0], torch_weights.flax_to_torch(params))
 
-    convert.from_torch(written, tmp_path / "again")
+    torch_weights.from_torch(written, tmp_path / "again")
     again_model, again = load_model(tmp_path / "again")
     assert model_spec(again_model) == model_spec(model)
     assert_trees_identical(again, params)
@@ -91,7 +91,7 @@ def test_round_trip_through_files_is_exact(flax_model, tmp_path):
     if model_spec(model) == model_spec(VDSR()):  # what to_torch writes loads into pytorch-vdsr itself
         net = torch_reference.Net()
         net.load_state_dict(torch.load(written, weights_only=True))  # strict: same names and shapes
-        assert_states_identical(net.state_dict(), convert.flax_to_torch(params))
+        assert_states_identical(net.state_dict(), torch_weights.flax_to_torch(params))
 
 
 # ---------------------------------------------------------------- the CLI on the published weights
@@ -109,7 +109,7 @@ def test_cli_converts_published_weights_both_ways(tmp_path, monkeypatch):
     assert status == 0, stderr
     model, params = load_model(tmp_path / "ckpt")
     assert model_spec(model) == {"depth": 20, "features": 64, "use_bias": False}
-    assert_states_identical(convert.flax_to_torch(params), expected)
+    assert_states_identical(torch_weights.flax_to_torch(params), expected)
 
     status, _, stderr = run_cli("convert", "--to-torch", tmp_path / "ckpt", "--out", tmp_path / "back.pth")
     assert status == 0, stderr

@@ -13,26 +13,27 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from vdsr_jax import datasets
+from vdsr_jax import data as datasets
+from vdsr_jax.errors import DataError
+from vdsr_jax.image_io import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
 
 
-def pil_rgb(path: Path) -> np.ndarray:
-    """The reference decoding: Pillow's pixels, grayscale repeated to 3 channels."""
+def pil_pixels(path: Path) -> np.ndarray:
+    """The reference decoding of an 8-bit file: Pillow's pixels as H×W×C (grey keeps its one channel)."""
     with Image.open(path) as img:
         pixels = np.asarray(img)
-    return np.repeat(pixels[..., None], 3, axis=-1) if pixels.ndim == 2 else pixels
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def assert_matches_files(source, files: list[Path]) -> None:
     assert len(source) == len(files)
     for example, path in zip(source, files):
         assert example["name"].decode() == path.stem
-        assert example["image"].dtype == np.uint8
-        np.testing.assert_array_equal(example["image"], pil_rgb(path), err_msg=str(path))
+        np.testing.assert_array_equal(decode_image(example["png"]), pil_pixels(path), err_msg=str(path))
 
 
 @needs_shared
@@ -45,7 +46,7 @@ def test_benchmark_matches_originals(tmp_path, name, folder, count):
     # Training reads through plain TFDS; once prepared that needs neither manual_dir nor our loader.
     assert_matches_files(tfds.data_source(name, data_dir=tmp_path, split="test"), files)
     images = datasets.load_images(name, tmp_path)
-    assert [im.shape for im in images] == [pil_rgb(f).shape for f in files]
+    assert [im.shape for im in images] == [pil_pixels(f).shape for f in files]
 
 
 @needs_shared
@@ -69,7 +70,7 @@ def png_rgb16(pixels: np.ndarray) -> bytes:
 
 @pytest.fixture
 def own_images(tmp_path) -> tuple[Path, dict[str, np.ndarray]]:
-    """A nested folder of awkward images, and the uint8 RGB each should become (by relative path)."""
+    """A nested folder of awkward images, and the pixels each should keep (by relative path)."""
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
     gray = rng.integers(0, 256, (5, 4), dtype=np.uint8)
@@ -90,11 +91,11 @@ def own_images(tmp_path) -> tuple[Path, dict[str, np.ndarray]]:
     (root / "c" / "notes.txt").write_text("not an image")
     expected = {
         "a/b/deep.BMP": rgb,
-        "a/gray.png": np.repeat(gray[..., None], 3, axis=-1),
-        "c/alpha.png": rgba[..., :3],
-        "c/gray16.png": np.repeat((gray16 >> 8).astype(np.uint8)[..., None], 3, axis=-1),
-        "c/photo.jpg": pil_rgb(root / "c" / "photo.jpg"),
-        "c/rgb16.png": (rgb16 >> 8).astype(np.uint8),
+        "a/gray.png": gray[..., None],
+        "c/alpha.png": rgba,
+        "c/gray16.png": gray16[..., None],
+        "c/photo.jpg": pil_pixels(root / "c" / "photo.jpg"),
+        "c/rgb16.png": rgb16,
         "top.png": rgb,
     }
     return root, expected
@@ -105,7 +106,9 @@ def test_image_folder_decodes_every_kind_of_file(tmp_path, own_images):
     source = datasets.load("image_folder/mine", tmp_path / "data", manual_dir=root)
     assert [e["name"].decode() for e in source] == [Path(p).stem for p in expected]  # sorted by relative path
     for example, (relative, pixels) in zip(source, expected.items()):
-        np.testing.assert_array_equal(example["image"], pixels, err_msg=relative)
+        decoded = decode_image(example["png"])
+        assert decoded.dtype == pixels.dtype
+        np.testing.assert_array_equal(decoded, pixels, err_msg=relative)
 
 
 def test_image_folders_coexist_under_their_names(tmp_path, own_images):
@@ -115,7 +118,7 @@ def test_image_folders_coexist_under_their_names(tmp_path, own_images):
     datasets.load("image_folder/only_c", data_dir, manual_dir=root / "c")
     assert len(tfds.data_source("image_folder/everything", data_dir=data_dir, split="train")) == len(expected)
     only_c = datasets.load_images("image_folder/only_c", data_dir)
-    assert len(only_c) == 4 and all(im.dtype == np.uint8 and im.shape[-1] == 3 for im in only_c)
+    assert [(im.dtype, im.shape[-1]) for im in only_c] == [(np.uint8, 4), (np.uint16, 1), (np.uint8, 3), (np.uint16, 3)]
 
 
 def test_data_dir_with_tilde_is_the_home_folder(tmp_path, own_images, monkeypatch):
@@ -134,25 +137,25 @@ def make_tree(root: Path, layout: dict[str, int]) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name, layout, error, message", [
-    ("set5", None, FileNotFoundError, r"(?s)Manual directory \S*manual does not exist or is empty.*Set5/"),
-    ("train291", {"T91": 91}, FileNotFoundError, r"no folder \S*BSD200; sub-folders of \S*: \['T91'\]"),
-    ("set14", {"Set14": 0, "other": 1}, FileNotFoundError, r"no png/.*/webp images directly in \S*Set14"),
-    ("set5", {"Set5": 4}, ValueError, r"found 4 images in \S*Set5, expected 5"),
-    ("image_folder/empty", {"sub": 0}, FileNotFoundError, r"no png/.*/webp images under \S*manual"),
+@pytest.mark.parametrize("name, layout, message", [
+    ("set5", None, r"(?s)Manual directory \S*manual does not exist or is empty.*Set5/"),
+    ("train291", {"T91": 91}, r"no folder \S*BSD200; sub-folders of \S*: \['T91'\]"),
+    ("set14", {"Set14": 0, "other": 1}, r"no png/.*/webp images directly in \S*Set14"),
+    ("set5", {"Set5": 4}, r"found 4 images in \S*Set5, expected 5"),
+    ("image_folder/empty", {"sub": 0}, r"no png/.*/webp images under \S*manual"),
 ])
-def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, error, message):
+def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, message):
     manual = tmp_path / "manual"
     if layout is not None:
         make_tree(manual, layout)
-    with pytest.raises(error, match=message) as info:
+    with pytest.raises(DataError, match=message) as info:
         datasets.load(name, tmp_path / "data", manual_dir=manual)
     assert "manual_dir" in str(info.value)  # the builder's layout instructions come along
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="would start a ~4 GB download")
 def test_div2k_says_tensorflow_is_needed_before_downloading(tmp_path):
-    with pytest.raises(ImportError, match="needs TensorFlow.*image_folder"):
+    with pytest.raises(DataError, match="needs TensorFlow.*image_folder"):
         datasets.load("div2k/bicubic_x2", tmp_path)
 
 
@@ -176,7 +179,7 @@ def test_prepare_and_read_without_tensorflow(tmp_path):
         sys.meta_path[:] = [HideTensorFlow(finder) for finder in sys.meta_path]
         import importlib.util
         assert importlib.util.find_spec("tensorflow") is None
-        from vdsr_jax import datasets
+        from vdsr_jax import data as datasets
         images = datasets.load_images("image_folder/x", {str(tmp_path / "data")!r}, {str(tmp_path / "images")!r})
         assert len(images) == 2 and images[1][0, 0, 0] == 1, images
         assert "tensorflow" not in sys.modules

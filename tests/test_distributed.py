@@ -8,10 +8,10 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import assert_one_error_line
-from test_train import final_params, saved_steps, train_cli
+from conftest import assert_one_error_line, final_params, saved_steps, train_cli
 
-from vdsr_jax.distributed import DistributedError, initialize
+from vdsr_jax.distributed import initialize
+from vdsr_jax.errors import DistributedError
 
 TIMEOUT = 240  # seconds per run; a process whose peer is missing would wait 300 s in jax.distributed
 CPU = {"JAX_PLATFORMS": "cpu"}

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 from conftest import BENCHMARKS, assert_one_error_line, require, run_cli
 
-from vdsr_jax import checkpoint, cli
-from vdsr_jax.evaluate import evaluate_dataset, evaluate_image
+from vdsr_jax import checkpoint, image_io
+from vdsr_jax.protocol import evaluate_image, evaluate_sets, load_folder
 from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.resize import imresize
 
 # Kim et al. / pytorch-vdsr, MATLAB protocol: (VDSR PSNR, bicubic PSNR) per scale on Set5.
 SET5 = {2: (37.65, 33.69), 3: (33.77, 30.41), 4: (31.45, 28.43)}
-SET14_X2 = 33.16  # an independent implementation of the protocol; see ../shared/README.md
+# The paper's Table 2, bicubic on Set14: (PSNR, SSIM) per scale; grey `bridge` counted as its own Y.
+SET14_BICUBIC = {2: (30.24, 0.8688), 3: (27.55, 0.7742), 4: (26.00, 0.7027)}
 
 
 def test_set5_command_reproduces_published_psnr(tmp_path, pretrained_checkpoint):
@@ -33,29 +35,38 @@ def test_set5_command_reproduces_published_psnr(tmp_path, pretrained_checkpoint)
         assert line in stdout
 
 
-def test_set14_x2_with_a_grey_image(pretrained_checkpoint):
+def test_set14_bicubic_reproduces_the_papers_table_with_grey_images_as_their_own_y():
     set14 = require(BENCHMARKS / "Set14")
-    assert cli.read_image(set14 / "bridge.png").shape[-1] == 1
-    (row,) = evaluate_dataset(TiledVDSR(*checkpoint.load_model(pretrained_checkpoint)), set14, [2],
-                              show_progress=False)
-    assert row["images"] == 14
-    assert abs(row["vdsr_psnr"] - SET14_X2) <= 0.02, row
+    images = load_folder(set14, SET14_BICUBIC)
+    assert image_io.read_image(set14 / "bridge.png").shape[-1] == 1
+    rows = evaluate_sets(lambda y: y, {"Set14": images}, list(SET14_BICUBIC), show_progress=False)
+    for row in rows:
+        psnr, ssim = SET14_BICUBIC[row["scale"]]
+        assert abs(row["bicubic_psnr"] - psnr) <= 0.01, row
+        assert abs(row["bicubic_ssim"] - ssim) <= 0.001, row
 
 
-def test_grey_image_counts_as_three_equal_channels():
-    rng = np.random.default_rng(0)
-    grey = rng.integers(0, 256, (40, 43), dtype=np.uint8)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_grey_image_is_evaluated_as_its_own_luminance(dtype):
+    top = np.iinfo(dtype).max
+    grey = np.random.default_rng(0).integers(0, top + 1, (40, 43, 1), dtype=dtype)
     identity = lambda y: y  # a VDSR that changes nothing must score exactly as bicubic
-    as_grey = evaluate_image(identity, grey, 3)
-    assert as_grey == evaluate_image(identity, np.repeat(grey[..., None], 3, -1), 3)
-    assert as_grey["vdsr_psnr"] == as_grey["bicubic_psnr"] and as_grey["vdsr_ssim"] == as_grey["bicubic_ssim"]
+    result = evaluate_image(identity, grey, 3)
+    # independent expectation: the scripts' path for a one-channel image, Y = v / max, no rgb2ycbcr
+    y = grey[:39, :42, 0] / top
+    bicubic = imresize(imresize(y, 1 / 3), 3)
+    error = (y - bicubic)[3:-3, 3:-3] * 255
+    assert result["bicubic_psnr"] == pytest.approx(10 * np.log10(255**2 / np.mean(error**2)), abs=1e-9)
+    assert result["vdsr_psnr"] == result["bicubic_psnr"] and result["vdsr_ssim"] == result["bicubic_ssim"]
+    with_alpha = np.concatenate([grey, np.full_like(grey, top)], -1)
+    assert evaluate_image(identity, with_alpha, 3) == result
 
 
 @pytest.fixture
 def data(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "small").mkdir()
-    cli.write_image(tmp_path / "small" / "tiny.png", np.zeros((16, 16, 3), np.uint8))  # too small for ×4
+    image_io.write_image(tmp_path / "small" / "tiny.png", np.zeros((16, 16, 3), np.uint8))  # too small for ×4
     return tmp_path
 
 
@@ -77,7 +88,7 @@ def test_bad_data_or_scales(data, pretrained_checkpoint, data_dir, scales, messa
 def test_bad_checkpoint_or_json_path(data, pretrained_checkpoint):
     args = ["--data-dir", data / "small", "--scales", "2"]
     status, _, lines = run_cli("evaluate", "--checkpoint", data / "empty", *args, "--json", data / "out.json")
-    assert_one_error_line(status, lines, "holds no checkpoint")
+    assert_one_error_line(status, lines, "holds no vdsr_jax checkpoint")
     status, _, lines = run_cli("evaluate", "--checkpoint", pretrained_checkpoint, *args,
                                "--json", data / "missing" / "out.json")
     assert_one_error_line(status, lines, "does not exist")

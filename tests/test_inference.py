@@ -7,7 +7,7 @@ import torch
 
 import torch_reference
 from vdsr_jax import checkpoint
-from vdsr_jax.convert import flax_to_torch
+from vdsr_jax.torch_weights import flax_to_torch
 from vdsr_jax.inference import TiledVDSR, tile_grid
 from vdsr_jax.model import VDSR
 

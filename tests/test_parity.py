@@ -12,8 +12,12 @@ from torch import nn
 
 import torch_reference
 from conftest import BENCHMARKS, PRETRAINED, require
-from vdsr_jax import checkpoint, convert, optim
-from vdsr_jax.image import imresize, modcrop, rgb2y
+from vdsr_jax import checkpoint, optim, torch_weights
+from vdsr_jax.color import rgb2y
+from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.metrics import psnr
+from vdsr_jax.protocol import evaluate_image
+from vdsr_jax.resize import imresize, modcrop
 from vdsr_jax.train_step import TrainState, data_mesh, make_train_step, replicated, summed_squared_error
 
 BASE_LR = 0.1
@@ -30,7 +34,7 @@ def torch_net(seed: int) -> torch_reference.Net:
 
 def converted(net: nn.Module):
     """(flax params, VDSR) holding `net`'s current weights."""
-    return convert.torch_to_flax({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
+    return torch_weights.torch_to_flax({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
 
 
 def nhwc(x: np.ndarray) -> np.ndarray:
@@ -43,7 +47,7 @@ def relative(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 def as_torch_layout(flax_tree) -> dict:
     """A Flax parameter-shaped tree (params, grads) as torch-named OIHW numpy arrays."""
-    return convert.flax_to_torch(jax.tree.map(np.asarray, flax_tree))
+    return torch_weights.flax_to_torch(jax.tree.map(np.asarray, flax_tree))
 
 
 def batch(rng, n=2, h=12, w=12):
@@ -247,7 +251,7 @@ def test_adjustable_clipping_matches_torch_with_clamped_grads():
 
 def test_pretrained_weights_on_bird_match_torch(pretrained_checkpoint):
     rgb = np.asarray(Image.open(require(BENCHMARKS / "Set5" / "bird.png")).convert("RGB"), np.float64) / 255
-    hr = modcrop(rgb2y(rgb), 2)
+    hr = modcrop(rgb2y(rgb), 2)  # Set5's images are colour: Y of MATLAB's rgb2ycbcr
     bicubic = imresize(imresize(hr, 1 / 2), 2).astype(np.float32)
     assert bicubic.shape == hr.shape
 
@@ -255,10 +259,30 @@ def test_pretrained_weights_on_bird_match_torch(pretrained_checkpoint):
     ours = np.asarray(jax.jit(model.apply)({"params": params}, bicubic[None, :, :, None]))[0, :, :, 0]
 
     net = torch_reference.Net()
-    state = convert.load_torch_state_dict(PRETRAINED)
+    state, _ = torch_weights.load_torch_state_dict(PRETRAINED)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     with torch.no_grad():
         theirs = net(torch.from_numpy(bicubic[None, None])).numpy()[0, 0]
     assert np.abs(ours - theirs).max() <= 1e-4
     # and these are the trained weights: the output is closer to the original than bicubic is
     assert np.mean((ours - hr) ** 2) < 0.8 * np.mean((bicubic - hr) ** 2)
+
+
+def test_grey_set14_bridge_through_the_protocol_matches_torch_on_the_scripts_path(pretrained_checkpoint):
+    """The protocol on a one-channel image (Set14's bridge) equals, to 0.005 dB, the MATLAB scripts' path for
+    such an image computed independently: Y = v/255, numpy bicubic, torch_reference's network."""
+    path = require(BENCHMARKS / "Set14" / "bridge.png")
+    grey = np.asarray(Image.open(path))
+    assert grey.ndim == 2
+    hr = modcrop(grey / 255.0, 2)
+    bicubic = imresize(imresize(hr, 1 / 2), 2)
+    net = torch_reference.Net()
+    state, _ = torch_weights.load_torch_state_dict(PRETRAINED)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(bicubic[None, None].astype(np.float32))).numpy()[0, 0]
+    expected = psnr(hr * 255, np.clip(theirs, 0, 1) * 255, shave=2)
+
+    result = evaluate_image(TiledVDSR(*checkpoint.load_model(pretrained_checkpoint)), grey[..., None], 2)
+    assert result["vdsr_psnr"] == pytest.approx(expected, abs=0.005)
+    assert result["bicubic_psnr"] == pytest.approx(psnr(hr * 255, bicubic * 255, shave=2), abs=1e-9)

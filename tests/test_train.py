@@ -13,38 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import demo
-from vdsr_jax import checkpoint, input_pipeline
-from vdsr_jax.image import imresize, modcrop
-from vdsr_jax.train import ConfigError, validate_config
+from conftest import ROOT, final_params, saved_steps, train_cli
+from vdsr_jax import checkpoint
+from vdsr_jax.configs import demo
+from vdsr_jax.data import patches
+from vdsr_jax.errors import ConfigError
+from vdsr_jax.resize import imresize, modcrop
+from vdsr_jax.training import model_from_config, validate_config
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--config.model.depth=3", "--config.model.features=8", "--config.patch_size=17", "--config.batch_size=4",
-    "--config.train_data=skimage:coins,text", "--config.eval_sets.skimage_held_out=skimage:camera",
-    "--config.log_every_steps=2", "--config.comparison_images=1",
-]
-
-
-def train_cli(workdir, *overrides, env=None, wait=True):
-    command = [sys.executable, "-m", "vdsr_jax.train", "--config", "configs/demo.py", f"--workdir={workdir}",
-               *TINY, *overrides]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})})
-    if not wait:
-        return process
-    stdout, stderr = process.communicate(timeout=600)
-    return process.returncode, stdout, stderr
-
-
-def saved_steps(workdir) -> list[int]:
-    """Finished checkpoint steps (orbax writes each into a temporary folder first)."""
-    return sorted(int(p.name) for p in (Path(workdir) / "checkpoints").glob("*") if p.name.isdigit())
-
-
-def final_params(workdir):
-    return jax.tree.map(np.asarray, checkpoint.load_model(workdir)[1])
-
+# MATLAB rgb2ycbcr's Y row for RGB in [0, 1] (output in [0, 255]); on a uint8 image MATLAB rounds the result.
+MATLAB_Y = np.array([65.481, 128.553, 24.966])
 
 def test_patches_equal_whole_image_matlab_resize_then_crop():
     """Each sampled pair is a crop of some augmented whole image's MATLAB bicubic pair, found by search.
@@ -54,8 +32,8 @@ def test_patches_equal_whole_image_matlab_resize_then_crop():
     rng = np.random.default_rng(0)
     hr = (rng.random((30, 37, 3)) * 255).astype(np.uint8)
     scales, patch = (2, 3), 9
-    source = input_pipeline.prepare_pairs([hr], scales, (1.0, 0.7), patch)
-    y = input_pipeline.luminance(hr)
+    source = patches.prepare_pairs([hr], scales, (1.0, 0.7), patch)
+    y = np.floor(16 + (hr / 255.0) @ MATLAB_Y + 0.5) / 255  # generate_train.m: rgb2ycbcr on uint8, then im2double
     candidates = []  # (bicubic input, target) of every augmented whole image, by numpy imresize
     for downsize in (1.0, 0.7):
         resized = y if downsize == 1 else imresize(y, downsize)
@@ -66,7 +44,7 @@ def test_patches_equal_whole_image_matlab_resize_then_crop():
                     target = np.rot90(cropped[:, ::-1] if flip else cropped, rotation)
                     candidates.append(((scale, flip, rotation), imresize(imresize(target, 1 / scale), scale), target))
     device_source = jax.tree.map(jnp.asarray, source)
-    inputs, targets = input_pipeline.sample_patches(device_source, jax.random.key(3), jnp.arange(24), patch)
+    inputs, targets = patches.sample_patches(device_source, jax.random.key(3), jnp.arange(24), patch)
     seen = set()
     for sampled_input, sampled_target in zip(np.asarray(inputs)[..., 0], np.asarray(targets)[..., 0]):
         matches = []
@@ -84,14 +62,14 @@ def test_patches_equal_whole_image_matlab_resize_then_crop():
 
 MULTI_DEVICE_SCRIPT = """
 import jax, numpy as np
-from configs import demo
-from vdsr_jax import input_pipeline
+from vdsr_jax.configs import demo
+from vdsr_jax.data import load_images, patches
 from vdsr_jax.model import VDSR
 from vdsr_jax.optim import make_optimizer
 from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
 config = demo.get_config()
-images = input_pipeline.load_images("skimage:coins", "", "")
-source = input_pipeline.prepare_pairs(images, (2, 3), (1.0,), 17)
+images = load_images("skimage:coins")
+source = patches.prepare_pairs(images, (2, 3), (1.0,), 17)
 params = []
 for n in (1, 4):
     mesh = data_mesh(jax.devices()[:n])
@@ -152,12 +130,11 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\0" * 7)
     config = demo.get_config()
-    from vdsr_jax.train import create_model
     from vdsr_jax.optim import make_optimizer
     from vdsr_jax.train_step import create_train_state
 
     config.model.depth, config.model.features = 3, 8
-    state = create_train_state(create_model(config), make_optimizer(config, 10), jax.random.key(0))
+    state = create_train_state(model_from_config(config), make_optimizer(config, 10), jax.random.key(0))
     manager = checkpoint.training_manager(tmp_path / "checkpoints", 3)
     warnings = []
     restored, _ = checkpoint.restore_training(manager, state, jax.random.key(1), warn=warnings.append)
@@ -180,7 +157,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
 
 
 @pytest.mark.parametrize("field, value, words", [
-    ("scales", (2, 5, 9), "scales"),
+    ("scales", (2, 5, 17), "scales"),
     ("patch_size", 1, "patch_size"),
     ("batch_size", 3, "divisible"),
     ("train_manual_dir", "/nonexistent/folder", "does not exist"),
@@ -194,7 +171,7 @@ def test_bad_config_is_refused_before_anything_compiles(field, value, words):
 
 
 def test_bad_config_on_the_command_line_gives_one_clear_line(tmp_path):
-    code, _, stderr = train_cli(tmp_path, "--config.scales=(2,7,9)")
+    code, _, stderr = train_cli(tmp_path, "--config.scales=(2,7,17)")
     assert code != 0 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: config.scales")
     assert not (tmp_path / "checkpoints").exists()
@@ -203,11 +180,10 @@ def test_bad_config_on_the_command_line_gives_one_clear_line(tmp_path):
 def test_checkpoints_keep_the_last_k_and_the_best_by_psnr(tmp_path):
     config = demo.get_config()
     from vdsr_jax.optim import make_optimizer
-    from vdsr_jax.train import create_model
     from vdsr_jax.train_step import create_train_state
 
     config.model.depth, config.model.features = 2, 4
-    model = create_model(config)
+    model = model_from_config(config)
     state = create_train_state(model, make_optimizer(config, 10), jax.random.key(0))
     psnrs = {1: 30.0, 2: 35.0, 3: 31.0, 4: None, 5: 32.0, 6: 33.0}
     manager = checkpoint.training_manager(tmp_path, keep_last=2)

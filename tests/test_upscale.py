@@ -14,8 +14,9 @@ import tifffile
 from conftest import assert_one_error_line, run_cli
 from PIL import Image, ImageOps
 
-from vdsr_jax import checkpoint, cli, upscale
-from vdsr_jax.image import imresize, rgb2ycbcr, ycbcr2rgb
+from vdsr_jax import checkpoint, image_io, upscale
+from vdsr_jax.color import rgb2ycbcr, ycbcr2rgb
+from vdsr_jax.resize import imresize
 from vdsr_jax.model import VDSR
 
 TINY = VDSR(depth=3, features=8)  # the CLI's behaviour does not depend on the weights; this one runs fast
@@ -38,23 +39,23 @@ def picture(height, width, channels, dtype=np.uint8, seed=0):
 
 
 def expected_upscale(pixels, scale, params):
-    """Whole-image reference: MATLAB bicubic of the YCbCr (and alpha) image, VDSR on all of Y at once."""
+    """Whole-image reference: MATLAB bicubic of the YCbCr (and alpha) image, VDSR on all of Y at once; a
+    grey image is its own Y (no YCbCr), as the MATLAB scripts treat one-channel images."""
     top = np.iinfo(pixels.dtype).max
     values = pixels.astype(np.float64) / top
     channels = values.shape[-1]
-    colour = values[..., : 3 if channels >= 3 else 1]
-    rgb = np.repeat(colour, 3, -1) if colour.shape[-1] == 1 else colour
-    upscaled = imresize(rgb2ycbcr(rgb), scale)
-    y = TINY.apply({"params": params}, jnp.asarray(upscaled[None, ..., :1], jnp.float32))
-    result = ycbcr2rgb(np.concatenate([np.asarray(y[0], np.float64), upscaled[..., 1:]], -1))
-    result = result[..., :1] if channels in (1, 2) else result
+    grey = channels in (1, 2)
+    colour = values[..., :1] if grey else values[..., :3]
+    upscaled = imresize(colour if grey else rgb2ycbcr(colour), scale)
+    y = np.asarray(TINY.apply({"params": params}, jnp.asarray(upscaled[None, ..., :1], jnp.float32))[0], np.float64)
+    result = y if grey else ycbcr2rgb(np.concatenate([y, upscaled[..., 1:]], -1))
     if channels in (2, 4):
         result = np.concatenate([result, imresize(values[..., -1], scale)[..., None]], -1)
     return np.round(np.clip(result, 0, 1) * top)
 
 
 def save(path, pixels):
-    cli.write_image(path, pixels)
+    image_io.write_image(path, pixels)
     return path
 
 
@@ -73,10 +74,10 @@ def save(path, pixels):
 def test_output_equals_whole_image_vdsr(tmp_path, tiny, name, channels, dtype, scale, output):
     folder, params = tiny
     source = save(tmp_path / name, picture(37, 29, channels, dtype))
-    pixels = cli.read_image(source)  # WebP is lossy: compare with what was stored
+    pixels = image_io.read_image(source)  # WebP is lossy: compare with what was stored
     assert upscale.main([str(source), "--checkpoint", str(folder), "--scale", str(scale), "-o",
                          str(tmp_path / output), "--tile", "16"]) == 0  # 16-pixel tiles: many of them
-    out = cli.read_image(tmp_path / output)
+    out = image_io.read_image(tmp_path / output)
     assert out.dtype == dtype
     assert out.shape == (math.ceil(scale * 37), math.ceil(scale * 29), pixels.shape[-1])
     assert np.abs(out - expected_upscale(pixels, scale, params)).max() <= 1
@@ -118,16 +119,16 @@ def test_folder_input_names_outputs(tmp_path, tiny):
 def test_exif_orientation_as_pillow(tmp_path, orientation):
     pixels = picture(6, 11, 3)
     exif = Image.Exif()
-    exif[cli.EXIF_ORIENTATION] = orientation
+    exif[image_io.EXIF_ORIENTATION] = orientation
     Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)
     expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
-    np.testing.assert_array_equal(cli.read_image(tmp_path / "o.png"), expected)
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / "o.png"), expected)
 
 
 def test_exif_rotated_jpeg_is_upscaled_upright(tmp_path, tiny):
     folder, _ = tiny
     exif = Image.Exif()
-    exif[cli.EXIF_ORIENTATION] = 6  # stored 30 wide, 20 high; shown rotated: 20 wide, 30 high
+    exif[image_io.EXIF_ORIENTATION] = 6  # stored 30 wide, 20 high; shown rotated: 20 wide, 30 high
     Image.fromarray(picture(20, 30, 3)).save(tmp_path / "r.jpg", exif=exif)
     assert upscale.main([str(tmp_path / "r.jpg"), "--checkpoint", str(folder), "--scale", "2",
                          "-o", str(tmp_path / "r2.png")]) == 0
@@ -137,7 +138,7 @@ def test_exif_rotated_jpeg_is_upscaled_upright(tmp_path, tiny):
 def test_16bit_png_with_sub_filter_is_read_exactly(tmp_path):
     """PNG filters work per pixel (6 bytes in 16-bit RGB): a decoder with the wrong width garbles these rows."""
     pixels = picture(5, 7, 3, np.uint16)
-    png = bytearray(cli.png16(pixels))
+    png = bytearray(image_io.encode_image(pixels, "PNG"))
     raw = pixels.astype(">u2").reshape(5, -1).view(np.uint8).astype(int)
     sub = np.concatenate([raw[:, :6], raw[:, 6:] - raw[:, :-6]], axis=1) % 256
     rows = np.concatenate([np.ones((5, 1), int), sub], axis=1).astype(np.uint8)
@@ -147,8 +148,8 @@ def test_16bit_png_with_sub_filter_is_read_exactly(tmp_path):
     png[start:start + 12 + length] = struct.pack(">I", len(data)) + b"IDAT" + data + struct.pack(
         ">I", zlib.crc32(b"IDAT" + data))
     (tmp_path / "sub.png").write_bytes(bytes(png))
-    np.testing.assert_array_equal(cli.read_image(tmp_path / "sub.png"), pixels)
-    np.testing.assert_array_equal(cli.read_image(save(tmp_path / "t.tif", pixels)), tifffile.imread(tmp_path / "t.tif"))
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / "sub.png"), pixels)
+    np.testing.assert_array_equal(image_io.read_image(save(tmp_path / "t.tif", pixels)), tifffile.imread(tmp_path / "t.tif"))
 
 
 # ---- bad input: one line, non-zero exit, no traceback, no partial file ------------------------------------

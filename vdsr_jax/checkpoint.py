@@ -4,36 +4,30 @@ A checkpoint directory is an orbax `CheckpointManager` root whose step folders h
 `params` (the Flax parameter tree) and `model` (JSON: the `VDSR` hyper-parameters). Training adds its own
 items (optimiser and data state) beside them; loading a model reads only these two.
 """
+import os
+import shutil
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax.traverse_util import flatten_dict
 
-from vdsr_jax.model import VDSR
+from vdsr_jax.errors import CheckpointError
+from vdsr_jax.image_io import refuse_existing
+from vdsr_jax.model import VDSR, create_model, model_spec
 
 PARAMS = "params"
 MODEL = "model"
-SPEC_FIELDS = ("depth", "features", "use_bias")
 
 
-class CheckpointError(Exception):
-    """A checkpoint that is missing, unreadable or does not fit the model; the message says which."""
-
-
-def model_spec(model: VDSR) -> dict:
-    return {field: getattr(model, field) for field in SPEC_FIELDS}
-
-
-def model_from_spec(spec: dict, dtype=jnp.float32) -> VDSR:
+def model_from_spec(spec: dict, compute_dtype: str = "float32") -> VDSR:
+    """The VDSR a checkpoint's `model` item describes; CheckpointError if it is not a valid description."""
     try:
-        depth, features, use_bias = (spec[f] for f in SPEC_FIELDS)
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"model description {spec!r} lacks {e}") from None
-    if not (isinstance(depth, int) and depth >= 2 and isinstance(features, int) and features >= 1):
-        raise CheckpointError(f"model description {spec!r} is not a valid VDSR")
-    return VDSR(depth=depth, features=features, use_bias=bool(use_bias), dtype=dtype)
+        return create_model({**spec, "compute_dtype": compute_dtype})
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"the checkpoint's model description is invalid: {e}") from None
 
 
 def expected_shapes(model: VDSR, channels: int = 1) -> dict:
@@ -44,8 +38,11 @@ def expected_shapes(model: VDSR, channels: int = 1) -> dict:
 
 def validate_params(params: dict, model: VDSR) -> None:
     """Raise CheckpointError naming the first layer that is missing, extra or of the wrong shape."""
-    expected = flatten(expected_shapes(model))
-    found = {name: np.shape(value) for name, value in flatten(params).items()}
+    expected = flatten_dict(expected_shapes(model), sep="/")
+    try:
+        found = {name: np.shape(value) for name, value in flatten_dict(params, sep="/").items()}
+    except AttributeError:
+        raise CheckpointError(f"parameters are not a tree of layers (got {type(params).__name__})") from None
     for name, shape in expected.items():
         if name not in found:
             raise CheckpointError(f"layer {name} is missing (expected shape {shape})")
@@ -56,41 +53,67 @@ def validate_params(params: dict, model: VDSR) -> None:
         raise CheckpointError(f"unexpected layer {extra[0]} for a VDSR of {model_spec(model)}")
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{'conv_0': {'kernel': a}} -> {'conv_0/kernel': a}."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, name + "/"))
-        else:
-            flat[name] = value
-    return flat
+TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".tar", ".bin")
 
 
 def resolve(directory) -> Path:
-    """Accept a manager root or a training workdir (which keeps its manager in `checkpoints/`)."""
+    """The checkpoint manager root of `directory`: itself, or a training workdir's `checkpoints/`.
+
+    CheckpointError saying what the path is instead: missing, or a file (a PyTorch file gets the command
+    that converts it)."""
     path = Path(directory).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in TORCH_SUFFIXES or _looks_like_torch(path):
+            raise CheckpointError(
+                f"{path} is a PyTorch file, not a vdsr_jax checkpoint folder; convert it first: "
+                f"vdsr-convert --from-torch {path} --out {path.with_suffix('')}_jax")
+        raise CheckpointError(f"{path} is a file; a checkpoint is a folder (written by vdsr-convert or vdsr-train)")
     if not path.is_dir():
-        raise CheckpointError(f"checkpoint directory {path} does not exist")
+        raise CheckpointError(f"checkpoint folder {path} does not exist")
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
     return path
 
 
-def save_model(directory, params: dict, model: VDSR, step: int = 0) -> Path:
-    """Write `params` and the model description as step `step` of a checkpoint at `directory`."""
+def _looks_like_torch(path: Path) -> bool:
+    """torch.save's zip archive (…/data.pkl inside) or a legacy pickle (protocol 2 opcode first)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: bool = False) -> Path:
+    """Write `params` and the model description as step `step` of a new checkpoint folder `directory`.
+
+    The folder is written beside its final name and renamed when complete. OutputExists if `directory`
+    exists and is not empty (a checkpoint or anything else) and not `overwrite`; with `overwrite` the old
+    folder is replaced only once the new one is complete. CheckpointError if `params` do not fit `model`.
+    """
     validate_params(params, model)
     path = Path(directory).expanduser().absolute()
-    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
-    with ocp.CheckpointManager(path, options=options) as manager:
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                **{PARAMS: ocp.args.StandardSave(params), MODEL: ocp.args.JsonSave(model_spec(model))}
-            ),
-            force=True,
-        )
+    refuse_existing(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
+        with ocp.CheckpointManager(staging, options=options) as manager:
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{PARAMS: ocp.args.StandardSave(params), MODEL: ocp.args.JsonSave(model_spec(model))}
+                ),
+                force=True,
+            )
+        if path.exists():
+            retired = path.with_name(f".{path.name}.{os.getpid()}.old")
+            path.rename(retired)
+            staging.rename(path)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
@@ -101,8 +124,9 @@ def on_first_local_device(metadata: dict) -> dict:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), metadata)
 
 
-def load_model(directory, step: int | None = None, dtype=jnp.float32) -> tuple[VDSR, dict]:
-    """The model and float32 parameters of step `step` (default: the latest) of the checkpoint."""
+def load_model(directory, step: int | None = None, compute_dtype: str = "float32") -> tuple[VDSR, dict]:
+    """The model and float32 parameters of step `step` (default: the latest) of the checkpoint at
+    `directory` (see `resolve`). CheckpointError for anything missing, unreadable or inconsistent."""
     path = resolve(directory)
     options = ocp.CheckpointManagerOptions(read_only=True)
     handlers = {PARAMS: ocp.StandardCheckpointHandler(), MODEL: ocp.JsonCheckpointHandler(),
@@ -110,7 +134,7 @@ def load_model(directory, step: int | None = None, dtype=jnp.float32) -> tuple[V
     with ocp.CheckpointManager(path.absolute(), options=options, item_handlers=handlers) as manager:
         steps = manager.all_steps()
         if not steps:
-            raise CheckpointError(f"{path} holds no checkpoint (no step folders)")
+            raise CheckpointError(f"{path} holds no vdsr_jax checkpoint (no step folders)")
         step = max(steps) if step is None else step
         if step not in steps:
             raise CheckpointError(f"{path} has no step {step} (steps: {sorted(steps)})")
@@ -124,7 +148,7 @@ def load_model(directory, step: int | None = None, dtype=jnp.float32) -> tuple[V
             )
         except Exception as e:  # orbax raises many types for unreadable data; one message for all
             raise CheckpointError(f"cannot read checkpoint step {step} in {path}: {e}") from None
-    model = model_from_spec(restored[MODEL], dtype=dtype)
+    model = model_from_spec(restored[MODEL], compute_dtype)
     params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), restored[PARAMS])
     validate_params(params, model)
     return model, params

@@ -15,12 +15,10 @@ import os
 
 import jax
 
+from vdsr_jax.errors import DistributedError
+
 ENVIRONMENT = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
                "process_id": "JAX_PROCESS_ID"}
-
-
-class DistributedError(ValueError):
-    """Multi-process settings that cannot work; the message names the flag and variable."""
 
 
 def define_flags() -> None:

@@ -1,4 +1,4 @@
-"""Run VDSR on images of any size in tiles, so memory and compilations depend on the tile size.
+"""VDSR on images of any size, run in tiles, so memory and compilations depend on the tile size.
 
 A tile is a window of the image: a core that it writes plus a margin of `depth` pixels on each side (the
 receptive field of `depth` 3×3 convolutions), so the core sees exactly what it would see in a whole-image
@@ -7,6 +7,9 @@ one window, zero-padded up to a multiple of BUCKET. Every conv input is multipli
 pixels, which makes that padding act exactly like the convolution's own zero padding at the image border.
 All windows of an image thus have one shape, and one compiled function serves them and every image with the
 same padded shape.
+
+`TiledVDSR` runs the network on a Y image (evaluation); `upscale_image` upscales the pixels of an image file:
+colour through VDSR on Y with bicubic Cb/Cr, a grey image as its own Y, alpha resized bicubic.
 """
 import functools
 import itertools
@@ -18,10 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from vdsr_jax.color import quantize, rgb2ycbcr, to_unit, ycbcr2rgb
+from vdsr_jax.errors import ImageError
 from vdsr_jax.model import VDSR
+from vdsr_jax.resize import BicubicWindows
 
 DEFAULT_TILE = 512
 BUCKET = 64  # window sizes are rounded up to multiples of this, so that similar sizes share a compilation
+MIN_SIDE = 2  # MATLAB's bicubic needs two samples per axis to mean anything
 
 
 class Tile(NamedTuple):
@@ -87,7 +94,11 @@ def tile_grid(height: int, width: int, tile: int, margin: int) -> list[Tile]:
 
 
 class TiledVDSR:
-    """VDSR on a Y image (H×W, values in [0, 1]) of any size, run tile by tile; see the module docstring."""
+    """VDSR on a Y image of any size, run tile by tile; see the module docstring.
+
+    `net(y)`: y is H×W (float, the bicubic-upscaled Y in [0, 1]); returns the float32 H×W network output
+    (not clipped). ValueError if `tile` does not exceed twice the receptive field.
+    """
 
     def __init__(self, model: VDSR, params: dict, tile: int = DEFAULT_TILE):
         if tile <= 2 * model.depth:
@@ -118,19 +129,69 @@ class TiledVDSR:
         mask[0, :h, :w, 0] = 1
         return np.asarray(self.compiled(self.params, jnp.asarray(x), jnp.asarray(mask)))[0, :h, :w, 0]
 
+    def run_tiles(self, height: int, width: int, planes_of):
+        """The one tile loop: for each tile of a height×width image, yields (core, planes, refined), where
+        `planes_of(window)` gives the network's input planes over a window (h×w×C float, plane 0 = Y),
+        `planes` are those planes over the tile's core and `refined` the same with Y replaced by VDSR's."""
+        shape = self.padded_shape(height, width)
+        for tile in self.grid(height, width):
+            planes = planes_of(tile.window)
+            core = core_in_window(tile)
+            refined = planes[core].copy()
+            refined[..., 0] = self.window(planes[..., 0], shape)[core]
+            yield tile.core, planes[core], refined
+
     def __call__(self, y: np.ndarray) -> np.ndarray:
-        """The VDSR output for the whole Y image `y`, float32."""
         y = np.asarray(y)
         if y.ndim != 2:
             raise ValueError(f"expected a 2-D Y image, got shape {y.shape}")
         out = np.empty(y.shape, np.float32)
-        shape = self.padded_shape(*y.shape)
-        for tile in self.grid(*y.shape):
-            result = self.window(y[tile.window], shape)
-            out[tile.core] = result[core_in_window(tile)]
+        for core, _, refined in self.run_tiles(*y.shape, lambda window: y[window][..., None]):
+            out[core] = refined[..., 0]
         return out
 
 
 def core_in_window(tile: Tile) -> tuple[slice, slice]:
     """The tile's core in the coordinates of its window."""
     return tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(tile.core, tile.window))
+
+
+def _planes_of(pixels: np.ndarray):
+    """planes_of for `run_tiles` after bicubic upscaling: a region of `pixels` as float64 planes, Y first
+    (grey: its own value; colour: Y, Cb, Cr of `rgb2ycbcr`), then alpha if any."""
+
+    def planes_of(rows: slice, cols: slice) -> np.ndarray:
+        colour, alpha = to_unit(pixels[rows, cols])
+        planes = colour if colour.shape[-1] == 1 else rgb2ycbcr(colour)
+        return planes if alpha is None else np.concatenate([planes, alpha[..., None]], axis=-1)
+
+    return planes_of
+
+
+def _to_pixels(planes: np.ndarray, channels: int, dtype) -> np.ndarray:
+    """Planes of `_planes_of` back to `channels` integer samples of `dtype`."""
+    colour = planes[..., :1] if channels in (1, 2) else ycbcr2rgb(planes[..., :3])
+    values = colour if channels in (1, 3) else np.concatenate([colour, planes[..., -1:]], axis=-1)
+    return quantize(values, dtype)
+
+
+def upscale_image(pixels: np.ndarray, scale: float, net: TiledVDSR, bicubic: bool = False, progress=None):
+    """(VDSR output, bicubic output or None) of H×W×C uint8/uint16 pixels upscaled by `scale` (≥ 1):
+    same dtype and channels, ⌈scale·H⌉×⌈scale·W⌉. The network input is MATLAB's bicubic upscale of Y;
+    Cb, Cr and alpha are bicubic. `progress.update(1)` per tile. ImageError for an image under 2×2."""
+    height, width, channels = pixels.shape
+    if min(height, width) < MIN_SIDE:
+        raise ImageError(f"image is {width}×{height} pixels; at least {MIN_SIDE}×{MIN_SIDE} needed")
+    windows = BicubicWindows(height, width, scale)
+    planes_of = _planes_of(pixels)
+    out = np.empty((*windows.out_shape, channels), pixels.dtype)
+    plain = np.empty_like(out) if bicubic else None
+    if progress is not None:
+        progress.reset(total=len(net.grid(*windows.out_shape)))
+    for core, planes, refined in net.run_tiles(*windows.out_shape, lambda window: windows(planes_of, window)):
+        out[core] = _to_pixels(refined, channels, pixels.dtype)
+        if plain is not None:
+            plain[core] = _to_pixels(planes, channels, pixels.dtype)
+        if progress is not None:
+            progress.update(1)
+    return out, plain

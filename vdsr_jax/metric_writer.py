@@ -1,10 +1,14 @@
 """Training logs in the workdir: `metrics.jsonl`, TensorBoard events (tensorboardX, no TensorFlow) and a PNG
-plot of loss and PSNR against step, refreshed at each eval."""
+plot of loss and PSNR against step, refreshed at each eval. Every `metrics.jsonl` line is RFC 8259 JSON: an
+infinite PSNR is written as the string "inf"."""
 import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from tensorboardX import SummaryWriter
+
+from vdsr_jax.image_io import atomic_output
+from vdsr_jax.protocol import json_safe
 
 
 class MetricWriter:
@@ -24,22 +28,21 @@ class MetricWriter:
         records = []
         for line in self.jsonl.read_text().splitlines():
             try:
-                records.append(json.loads(line))
+                records.append({k: float(v) if isinstance(v, str) else v for k, v in json.loads(line).items()})
             except json.JSONDecodeError:  # a line cut short by a kill
                 break
         return records
 
     def _rewrite(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        partial = self.jsonl.with_suffix(".jsonl.partial")
-        partial.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        partial.replace(self.jsonl)
+        with atomic_output(self.jsonl) as tmp:
+            tmp.write_text("".join(_line(r) for r in self.history))
 
     def write(self, step: int, scalars: dict):
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
         self.history.append(record)
         with self.jsonl.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(_line(record))
         for name, value in scalars.items():
             self.tensorboard.add_scalar(name, float(value), int(step))
         self.tensorboard.flush()
@@ -64,10 +67,13 @@ class MetricWriter:
         if psnr_names:
             ax_psnr.legend(fontsize="small")
         fig.tight_layout()
-        partial = self.plot_path.with_name("training.partial.png")
-        fig.savefig(partial, dpi=90)
-        partial.replace(self.plot_path)
+        with atomic_output(self.plot_path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         return self.plot_path
 
     def close(self):
         self.tensorboard.close()
+
+
+def _line(record: dict) -> str:
+    return json.dumps(json_safe(record), allow_nan=False) + "\n"

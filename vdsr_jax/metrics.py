@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
+SSIM_WINDOW = 11  # the side of SSIM's Gaussian window: a shaved image must be at least this large
+
 
 def shave_border(img, n: int) -> np.ndarray:
     """Drop ``n`` pixels from each border of axes 0 and 1 (boundary pixels

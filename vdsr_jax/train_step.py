@@ -3,7 +3,7 @@
 Each device holds a slice of the global batch along the mesh's `data` axis and the full (replicated)
 parameters; the loss and its gradients are `psum`-med over that axis, so N devices apply exactly the update
 one device would on the same global batch. Two entry points share that core: `make_train_step` takes an
-explicit batch, `make_sampling_train_step` draws its patches on the device (see `input_pipeline`).
+explicit batch, `make_sampling_train_step` draws its patches on the device (see `vdsr_jax.data.patches`).
 """
 import functools
 
@@ -14,7 +14,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from vdsr_jax.input_pipeline import PatchSource, sample_patches
+from vdsr_jax.data.patches import PatchSource, sample_patches
 
 DATA_AXIS = "data"
 
@@ -24,13 +24,9 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model, optimizer: optax.GradientTransformation, rng: jax.Array,
-                       channels: int = 1, zero_output: bool = False) -> TrainState:
-    """Fresh parameters and optimiser state; `zero_output` zeroes the last conv so training starts from
-    the bicubic input itself instead of input + random residual (much faster start in short runs)."""
+                       channels: int = 1) -> TrainState:
+    """Fresh float32 parameters of `model` (drawn from `rng`) and the optimiser's state, at step 0."""
     params = model.init(rng, jnp.zeros((1, 8, 8, channels), jnp.float32))["params"]
-    if zero_output:
-        last = f"conv_{model.depth - 1}"
-        params = {**params, last: jax.tree.map(jnp.zeros_like, params[last])}
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
 
 

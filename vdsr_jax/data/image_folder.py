@@ -4,7 +4,7 @@ import functools
 
 import tensorflow_datasets as tfds
 
-from vdsr_jax.datasets.folder_builder import FolderBuilder
+from vdsr_jax.data.folder_builder import FolderBuilder
 
 
 @functools.cache

@@ -4,7 +4,7 @@ Each expects its ground-truth (HR) images directly inside a folder of the same
 name in `manual_dir`, so one manual_dir can hold all four side by side.
 """
 
-from vdsr_jax.datasets.folder_builder import FolderBuilder
+from vdsr_jax.data.folder_builder import FolderBuilder
 
 _INSTRUCTIONS = """
     manual_dir must contain a folder {folder}/ with the {count} ground-truth (HR)

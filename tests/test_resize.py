@@ -1,4 +1,4 @@
-"""Tests for vdsr_jax.image against independently written expectations.
+"""vdsr_jax.resize against independently written expectations.
 
 The reference resizer below is a direct per-output-pixel loop: Keys' cubic in
 its general-``a`` form, pixel-centre coordinate mapping, and ``np.pad``'s
@@ -7,19 +7,10 @@ its general-``a`` form, pixel-centre coordinate mapping, and ``np.pad``'s
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vdsr_jax.image import (
-    imresize,
-    imresize_jax,
-    modcrop,
-    rgb2y,
-    rgb2ycbcr,
-    ycbcr2rgb,
-)
+from vdsr_jax.resize import BicubicWindows, bicubic_degradation, imresize, modcrop, resize_weights
 
 
 def keys_cubic(x, a=-0.5):
@@ -172,8 +163,6 @@ def test_output_is_float64_and_input_untouched():
 def test_invalid_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         imresize(np.zeros((4, 4)), **kwargs)
-    with pytest.raises(ValueError):
-        imresize_jax(np.zeros((4, 4)), **kwargs)
 
 
 def test_one_dimensional_input_rejected():
@@ -181,77 +170,39 @@ def test_one_dimensional_input_rejected():
         imresize(np.zeros(4), 2)
 
 
-# ---------------------------------------------------------------- imresize_jax
+# ---------------------------------------------------------------- banded weights and windows
 
 
-@pytest.mark.parametrize("scale", [1 / 3, 0.7, 2, 3, 4, 3.7])
-def test_jax_matches_numpy(scale):
-    rng = np.random.default_rng(3)
-    img = rng.uniform(0, 255, size=(15, 11, 3))
-    out = imresize_jax(img, scale)
-    assert out.dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(out), imresize(img, scale), rtol=0, atol=1e-4)
+@pytest.mark.parametrize("in_len, scale", [(1, 3.0), (2, 0.5), (7, 1 / 3), (40, 0.7), (13, 3.7), (9, 2.0)])
+def test_banded_weights_equal_the_independent_loop(in_len, scale):
+    out_len = math.ceil(in_len * scale)
+    weights = resize_weights(in_len, out_len, scale)
+    identity = np.eye(in_len)
+    expected = np.stack([reference_resize_1d(column, scale, out_len) for column in identity.T], axis=1)
+    np.testing.assert_allclose(weights.dense(), expected, rtol=0, atol=1e-12)
+    assert weights.weights.shape[1] <= math.ceil(4 / min(scale, 1)) + 2  # banded, not dense
 
 
-def test_jax_under_jit_and_batched():
-    rng = np.random.default_rng(4)
-    batch = rng.uniform(0, 255, size=(2, 12, 9, 1)).astype(np.float32)
-    resize = jax.jit(lambda x: imresize_jax(x, 1 / 3))
-    out = resize(batch)
-    assert out.shape == (2, 4, 3, 1)
-    for n in range(2):
-        np.testing.assert_allclose(np.asarray(out[n]), imresize(batch[n], 1 / 3), rtol=0, atol=1e-4)
-    gray = jax.jit(lambda x: imresize_jax(x, output_shape=(20, 7)))(batch[0, ..., 0])
-    np.testing.assert_allclose(np.asarray(gray), imresize(batch[0, ..., 0], output_shape=(20, 7)), atol=1e-4)
+@pytest.mark.parametrize("scale", [1.0, 2.0, 3.7])
+def test_windows_assemble_the_whole_upscale(scale):
+    rng = np.random.default_rng(8)
+    img = rng.uniform(0, 1, size=(23, 17, 2))
+    windows = BicubicWindows(23, 17, scale)
+    whole = imresize(img, scale)
+    assert windows.out_shape == whole.shape[:2]
+    h, w = windows.out_shape
+    for window in [(slice(0, h), slice(0, w)), (slice(3, h // 2), slice(w // 3, w)), (slice(h - 1, h), slice(0, 1))]:
+        got = windows(lambda rows, cols: img[rows, cols], window)
+        np.testing.assert_allclose(got, whole[window], rtol=0, atol=1e-12)
 
 
-# ---------------------------------------------------------------- colour
-
-# MATLAB rgb2ycbcr documentation: for double input in [0, 1],
-# Y  = (16  +  65.481 R + 128.553 G +  24.966 B) / 255
-# Cb = (128 -  37.797 R -  74.203 G + 112.000 B) / 255
-# Cr = (128 + 112.000 R -  93.786 G -  18.214 B) / 255
-MATLAB_T = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
-MATLAB_OFFSET = np.array([16.0, 128.0, 128.0])
-
-
-def test_rgb2ycbcr_matches_matlab_matrix():
-    rng = np.random.default_rng(5)
-    rgb = rng.uniform(0, 1, size=(5, 6, 3))
-    expected = np.einsum("pq,hwq->hwp", MATLAB_T, rgb) / 255 + MATLAB_OFFSET / 255
-    np.testing.assert_allclose(rgb2ycbcr(rgb), expected, rtol=0, atol=1e-14)
-    np.testing.assert_allclose(rgb2y(rgb), expected[..., 0], rtol=0, atol=1e-14)
-
-
-def test_ycbcr_ranges_at_black_and_white():
-    black_white = np.array([[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
-    ycc = rgb2ycbcr(black_white)
-    np.testing.assert_allclose(ycc[0, :, 0], [16 / 255, 235 / 255], atol=1e-12)
-    np.testing.assert_allclose(ycc[0, :, 1:], 128 / 255, atol=1e-12)
-
-
-def test_ycbcr2rgb_inverts_rgb2ycbcr():
-    rng = np.random.default_rng(6)
-    rgb = rng.uniform(0, 1, size=(7, 4, 3))
-    np.testing.assert_allclose(ycbcr2rgb(rgb2ycbcr(rgb)), rgb, rtol=0, atol=1e-12)
-    ycc = rng.uniform(16 / 255, 235 / 255, size=(3, 3, 3))
-    expected = np.einsum("pq,hwq->hwp", np.linalg.inv(MATLAB_T), ycc * 255 - MATLAB_OFFSET)
-    np.testing.assert_allclose(ycbcr2rgb(ycc), expected, rtol=0, atol=1e-12)
-
-
-def test_colour_jax_path_equals_numpy_path():
-    rng = np.random.default_rng(7)
-    rgb = rng.uniform(0, 1, size=(2, 5, 6, 3)).astype(np.float32)
-    for fn in (rgb2ycbcr, ycbcr2rgb, rgb2y):
-        out = jax.jit(fn)(jnp.asarray(rgb))
-        assert isinstance(out, jax.Array) and out.dtype == jnp.float32
-        np.testing.assert_allclose(np.asarray(out), fn(rgb), rtol=0, atol=1e-5)
-    assert rgb2y(rgb).shape == (2, 5, 6)
-
-
-def test_colour_rejects_wrong_channel_count():
-    with pytest.raises(ValueError):
-        rgb2ycbcr(np.zeros((4, 4)))
+def test_bicubic_degradation_is_modcrop_then_down_then_up():
+    rng = np.random.default_rng(9)
+    hr = rng.uniform(0, 1, size=(26, 19))
+    bicubic, target = bicubic_degradation(hr, 3)
+    np.testing.assert_array_equal(target, hr[:24, :18])
+    expected = reference_resize_2d(reference_resize_2d(hr[:24, :18], (1 / 3, 1 / 3), (8, 6)), (3, 3), (24, 18))
+    np.testing.assert_allclose(bicubic, expected, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- modcrop

@@ -1,6 +1,7 @@
 """Training patches: MATLAB-bicubic pairs prepared once on the host, sampled on the device.
 
-`prepare_pairs` turns HR images into every (downsize, scale) variant the paper trains on — Y channel,
+`prepare_pairs` turns HR images into every (downsize, scale) variant the paper trains on (Kim et al. 2016,
+§4.1) — luminance as VDSR's `generate_train.m` makes it (`vdsr_jax.color.luminance(…, integer=True)`),
 downsized, modcropped, and its bicubic down-then-up input — packed into two flat float32 buffers. The
 buffers stay on the accelerator and `sample_patches`, called inside the jitted step, draws aligned
 (input, target) patches with random variant, position, 90° rotation and flip from a PRNG key, so the host
@@ -13,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdsr_jax.image import imresize, modcrop, rgb2y
+from vdsr_jax.color import luminance
+from vdsr_jax.resize import bicubic_degradation, imresize
 
 
 class PatchSource(NamedTuple):
@@ -27,30 +29,20 @@ class PatchSource(NamedTuple):
     scales: np.ndarray  # int32, the SR scale of each variant
 
 
-def luminance(image: np.ndarray) -> np.ndarray:
-    """MATLAB's Y of a uint8 RGB (or gray) image, float64 in [16/255, 235/255]."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=-1)
-    return rgb2y(image[..., :3].astype(np.float64) / 255.0)
-
-
-def bicubic_pair(hr_y: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bicubic input, target) for one HR luminance image, as the paper's MATLAB scripts make them."""
-    target = modcrop(hr_y, scale)
-    return imresize(imresize(target, 1.0 / scale), float(scale)), target
-
-
 def prepare_pairs(images: Sequence[np.ndarray], scales: Sequence[int], downsizes: Sequence[float],
                   patch_size: int) -> PatchSource:
-    """Every (image, downsize, scale) variant large enough for one patch, packed for `sample_patches`."""
+    """Every (image, downsize, scale) variant large enough for one patch, packed for `sample_patches`.
+
+    `images`: H×W×C uint8/uint16 HR images. ValueError if no variant holds a patch, or the variants exceed
+    2^31 pixels (the flat buffers are indexed with int32).
+    """
     inputs, targets, shapes, variant_scales = [], [], [], []
     for image in images:
-        y = luminance(image)
+        y = luminance(image, integer=True)
         for downsize in downsizes:
             resized = y if downsize == 1 else imresize(y, float(downsize))
             for scale in scales:
-                lr_up, hr = bicubic_pair(resized, int(scale))
+                lr_up, hr = bicubic_degradation(resized, int(scale))
                 if min(hr.shape) < patch_size:
                     continue
                 inputs.append(lr_up.ravel())
@@ -109,31 +101,3 @@ def sample_patches(source: PatchSource, step_key: jax.Array, indices: jax.Array,
     """Patches number `indices` of the step whose key is `step_key`: (len, patch, patch, 1) each."""
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, indices)
     return jax.vmap(lambda k: sample_patch(source, k, patch_size, augment))(keys)
-
-
-SKIMAGE_PREFIX = "skimage:"
-
-
-def skimage_images(names: str) -> list[np.ndarray]:
-    """scikit-image's bundled sample images (`skimage:astronaut,camera`) as uint8 RGB: data without a download."""
-    from skimage import data
-
-    images = []
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        loader = getattr(data, name, None)
-        if loader is None or name.startswith("_"):
-            raise ValueError(f"skimage.data has no sample image {name!r}")
-        image = np.asarray(loader())
-        if image.dtype != np.uint8:
-            raise ValueError(f"skimage.data.{name} is {image.dtype}, not an 8-bit image")
-        images.append(np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3])
-    return images
-
-
-def load_images(source: str, manual_dir: str, data_dir: str) -> list[np.ndarray]:
-    """uint8 RGB images of `source`: `skimage:NAMES`, or a TFDS builder prepared from `manual_dir`."""
-    if source.startswith(SKIMAGE_PREFIX):
-        return skimage_images(source[len(SKIMAGE_PREFIX):])
-    from vdsr_jax import datasets
-
-    return datasets.load_images(source, data_dir, manual_dir or None)

@@ -1,7 +1,7 @@
 """Full-VDSR CPU timings of conv implementations in JAX (lax conv, Winograd F(2)/F(4)/F(6); 1 or all host
 devices) against torch_reference, in one run, so the ratios share the machine's load.
 
-    python -m benchmarks.conv_variants [--batch 16 64] [--images 512x512 2000x1500] [--variants plain F2 F4]
+    python -m experiments.conv_variants [--batch 16 64] [--images 512x512 2000x1500] [--variants plain F2 F4]
                                        [--devices 1 2] [--reps 5]
 
 Train step: summed squared error, value_and_grad, clip 0.4 + SGD momentum 0.9 + weight decay (torch_reference's
@@ -30,7 +30,7 @@ from jax import lax  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 from torch_reference import Net, make_optimizer as torch_optimizer, train_step as torch_train_step  # noqa: E402
-from benchmarks import winograd  # noqa: E402
+from experiments import winograd  # noqa: E402
 from vdsr_jax.model import VDSR  # noqa: E402
 
 DEPTH = 20

@@ -1,5 +1,5 @@
 """The paper's recipe for ×3 alone."""
-from configs import x234
+from vdsr_jax.configs import x234
 
 
 def get_config():

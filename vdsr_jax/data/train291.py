@@ -1,6 +1,6 @@
 """`train291`: VDSR's training set, Yang et al.'s 91 images plus 200 BSD300 train images."""
 
-from vdsr_jax.datasets.folder_builder import FolderBuilder
+from vdsr_jax.data.folder_builder import FolderBuilder
 
 
 class Train291(FolderBuilder):

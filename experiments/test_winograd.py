@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from benchmarks import winograd
+from experiments import winograd
 
 # Max-abs forward error allowed on unit-normal inputs with a unit-gain kernel (measured ~1e-6, ~1e-5, ~3e-5).
 FORWARD_TOL = {2: 5e-6, 4: 5e-5, 6: 2e-4}

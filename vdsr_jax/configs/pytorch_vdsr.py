@@ -1,6 +1,6 @@
 """pytorch-vdsr's hyper-parameters: no biases, summed loss, global-norm clipping 0.4, batch 128, lr ÷10
 every 10 of 50 epochs."""
-from configs import x234
+from vdsr_jax.configs import x234
 
 
 def get_config():

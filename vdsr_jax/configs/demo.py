@@ -3,7 +3,7 @@
 It trains on photos that ship inside scikit-image and evaluates on held-out ones from the same package;
 on a 2-core CPU it finishes in under 10 minutes.
 """
-from configs import x234
+from vdsr_jax.configs import x234
 
 TRAIN = "astronaut,coffee,chelsea,rocket,hubble_deep_field,immunohistochemistry,moon,page,grass,brick"
 HELD_OUT = "camera,coins,clock,text"

@@ -1,0 +1,75 @@
+"""One entry point for images: a TFDS builder prepared (once) from a local folder, or scikit-image's
+bundled sample photos."""
+import importlib.util
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vdsr_jax.errors import DataError
+from vdsr_jax.image_io import decode_image
+
+SKIMAGE_PREFIX = "skimage:"
+# TFDS's div2k pairs LR with HR arrays; VDSR makes its own LR, so only `hr` is used.
+_FOREIGN_IMAGE_KEYS = {"div2k": "hr"}
+
+
+def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
+         split: str | None = None):
+    """Prepares builder `name` into `data_dir` if needed, then returns its random-access data source.
+
+    `tfds.data_source` with array_record storage and a `manual_dir`: `train291`, `set5`, `set14`, `b100`,
+    `urban100`, `image_folder/<name>` build from local folders (see each builder's
+    MANUAL_DOWNLOAD_INSTRUCTIONS; without `manual_dir` TFDS looks in `<data_dir>/downloads/manual`);
+    `div2k/<config>` is TFDS's own builder, which downloads several GB and needs TensorFlow to prepare.
+    `split=None` picks the dataset's only split, or `train`. Once prepared, the data is reused and
+    `manual_dir` is no longer needed. DataError for a missing or malformed folder.
+    """
+    from vdsr_jax import data  # noqa: F401 - registers the builders with TFDS
+
+    builder = tfds.builder(name, data_dir=os.path.expanduser(data_dir), file_format="array_record")
+    if name.split("/")[0] == "div2k" and not builder.is_prepared() and importlib.util.find_spec("tensorflow") is None:
+        raise DataError(
+            f"Preparing TFDS's {name} needs TensorFlow (its download extractor and example generator use "
+            "tf.io.gfile); install tensorflow-cpu for the one-off preparation, or unzip DIV2K_train_HR yourself "
+            "and load it TF-free as image_folder/div2k with manual_dir=<that folder>. Reading never needs TF."
+        )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    if split is None:
+        splits = list(builder.info.splits)
+        split = splits[0] if len(splits) == 1 else "train"
+    return builder.as_data_source(split=split)
+
+
+def skimage_images(names: str) -> list[np.ndarray]:
+    """scikit-image's bundled sample photos (`"astronaut,camera"`) as H×W×C uint8: data without a download.
+    DataError for an unknown name or a sample that is not an 8-bit image."""
+    from skimage import data
+
+    images = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        loader = getattr(data, name, None)
+        if loader is None or name.startswith("_"):
+            raise DataError(f"skimage.data has no sample image {name!r}")
+        image = np.asarray(loader())
+        if image.dtype != np.uint8:
+            raise DataError(f"skimage.data.{name} is {image.dtype}, not an 8-bit image")
+        images.append(image[..., None] if image.ndim == 2 else image)
+    return images
+
+
+def load_images(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets",
+                manual_dir: str | os.PathLike | None = None, split: str | None = None) -> list[np.ndarray]:
+    """All images of `spec` as H×W×C uint8/uint16 arrays (`vdsr_jax.image_io` conventions), in order.
+
+    `spec`: `skimage:NAMES` (bundled sample photos), or a builder name prepared from `manual_dir` (see
+    `load`). DataError for an unknown or unusable source.
+    """
+    if spec.startswith(SKIMAGE_PREFIX):
+        return skimage_images(spec[len(SKIMAGE_PREFIX):])
+    source = load(spec, data_dir, manual_dir or None, split)
+    examples = source.__getitems__(range(len(source)))
+    foreign = _FOREIGN_IMAGE_KEYS.get(spec.split("/")[0])
+    if foreign:
+        return [example[foreign] for example in examples]
+    return [decode_image(example["png"], name=example["name"].decode()) for example in examples]

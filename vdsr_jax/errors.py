@@ -1,0 +1,40 @@
+"""Errors a user can cause and fix: every command prints one as a single `error:` line and exits 1.
+
+Anything else that is raised is a programming error and keeps its traceback (see `vdsr_jax.cli`).
+"""
+
+
+class UserError(Exception):
+    """Base of the problems a user can fix (bad argument, file, folder, config); the message says which."""
+
+
+class ImageError(UserError):
+    """An image file that cannot be read or written as asked (missing, damaged, unsupported, too large)."""
+
+
+class DataError(UserError):
+    """A dataset folder that is missing, empty, or does not hold what its builder expects."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+class ConversionError(UserError):
+    """A torch file that is unsafe, unreadable or not a VDSR."""
+
+
+class ConfigError(UserError):
+    """A config value that cannot work; raised before anything is loaded or compiled."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss stopped being finite."""
+
+
+class DistributedError(UserError):
+    """Multi-process settings that cannot work; the message names the flag and the variable."""
+
+
+class OutputExists(UserError):
+    """An output path that already holds a result, written again without `--overwrite`."""

@@ -1,0 +1,227 @@
+"""Training VDSR data-parallel over all devices: `train_and_evaluate(config, workdir)` is the whole job.
+
+Runs resume from the newest readable checkpoint in `workdir/checkpoints` and continue bit for bit as if
+never stopped: the data of step t depends only on the checkpointed PRNG key and t. The host does not wait
+for each step: losses stay on the device and are read (and checked for being finite) at log, eval and
+checkpoint steps only. The command line is `vdsr-train` / `python -m vdsr_jax.train`.
+"""
+import math
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from vdsr_jax import checkpoint, distributed
+from vdsr_jax.color import luminance, quantize
+from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches
+from vdsr_jax.errors import ConfigError, TrainingDiverged
+from vdsr_jax.image_io import write_image
+from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.metric_writer import MetricWriter
+from vdsr_jax.model import VDSR, create_model
+from vdsr_jax.optim import learning_rate_schedule, make_optimizer
+from vdsr_jax.panels import side_by_side
+from vdsr_jax.protocol import evaluate_sets
+from vdsr_jax.resize import MAX_SCALE, bicubic_degradation
+from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
+
+
+def validate_config(config, device_count: int) -> None:
+    """ConfigError naming the first field that cannot work, before any data is loaded or compiled."""
+
+    def positive_int(name, value, minimum=1):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"config.{name} must be an integer ≥ {minimum}, not {value!r}")
+
+    for name in ("scales", "eval_scales"):
+        scales = tuple(config[name])
+        if not scales or any(not isinstance(s, int) or not 2 <= s <= MAX_SCALE for s in scales):
+            raise ConfigError(f"config.{name} must list integer scales in 2..{MAX_SCALE}, not {scales!r}")
+    positive_int("patch_size", config.patch_size, 2)
+    positive_int("batch_size", config.batch_size)
+    if config.batch_size % device_count:
+        raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the {device_count} devices")
+    for name in ("num_epochs", "steps_per_epoch", "num_steps"):
+        positive_int(name, config[name], 0)
+    if config.num_steps == 0 and config.num_epochs == 0:
+        raise ConfigError("config.num_epochs or config.num_steps must be > 0")
+    for name in ("eval_every_steps", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
+        positive_int(name, config[name])
+    if not config.downsizes or any(not 0 < d <= 1 for d in config.downsizes):
+        raise ConfigError(f"config.downsizes must be factors in (0, 1], not {tuple(config.downsizes)!r}")
+    opt = config.optimizer
+    if opt.clipping not in ("global_norm", "adjustable"):
+        raise ConfigError(f"config.optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
+    for name in ("learning_rate", "clip_norm", "clip_theta", "decay_factor"):
+        if not opt[name] > 0:
+            raise ConfigError(f"config.optimizer.{name} must be > 0, not {opt[name]!r}")
+    if not config.loss_scale > 0:
+        raise ConfigError(f"config.loss_scale must be > 0, not {config.loss_scale!r}")
+    model_from_config(config)
+    sources = [(config.train_data, config.train_manual_dir, "train_manual_dir")]
+    sources += [(name, where, f"eval_sets.{name}") for name, where in config.eval_sets.items()]
+    for source, where, field in sources:
+        if source.startswith(SKIMAGE_PREFIX) or where.startswith(SKIMAGE_PREFIX):
+            continue
+        if where and not Path(where).expanduser().is_dir():
+            raise ConfigError(f"config.{field}: data folder {where} does not exist")
+
+
+def model_from_config(config) -> VDSR:
+    """The VDSR of `config.model`; ConfigError for an invalid field."""
+    try:
+        return create_model(config.model)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}" if str(e).startswith("model.") else str(e)) from None
+
+
+def load_eval_sets(config) -> dict[str, list[np.ndarray]]:
+    """name -> HR images of `config.eval_sets` (name -> a builder's manual_dir, or `skimage:NAMES`)."""
+    return {name: load_images(where if where.startswith(SKIMAGE_PREFIX) else name, config.data_dir, where)
+            for name, where in config.eval_sets.items()}
+
+
+def evaluate(predict: TiledVDSR, eval_sets: dict, scales) -> dict:
+    """PSNR/SSIM under the paper's protocol for every set and scale, keyed `psnr/set5_x2` etc."""
+    results = {}
+    for row in evaluate_sets(predict, eval_sets, scales, show_progress=False):
+        key = f"{row['dataset']}_x{row['scale']}"
+        results[f"psnr/{key}"] = row["vdsr_psnr"]
+        results[f"ssim/{key}"] = row["vdsr_ssim"]
+        results[f"bicubic_psnr/{key}"] = row["bicubic_psnr"]
+    return results
+
+
+def write_comparisons(predict: TiledVDSR, images, scale: int, directory: Path, count: int) -> list[Path]:
+    """Labelled bicubic | VDSR | HR luminance panels of the first `count` eval images, as PNG."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, image in enumerate(images[:count]):
+        bicubic, target = bicubic_degradation(luminance(image), scale)
+        panels = [quantize(p, np.uint8)[..., None] for p in (bicubic, predict(bicubic), target)]
+        written.append(write_image(directory / f"compare_{i}_x{scale}.png",
+                                   side_by_side(panels, ["bicubic", f"VDSR ×{scale}", "HR"])))
+    return written
+
+
+def _check_finite(losses: list, first_step: int, manager) -> np.ndarray:
+    """The losses of steps first_step, … as floats (this waits for them); TrainingDiverged at the first
+    that is not finite, naming the last good checkpoint."""
+    values = np.asarray(jax.device_get(losses), np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        kept = manager.latest_step()
+        raise TrainingDiverged(
+            f"the loss became {values[bad[0]]} at step {first_step + int(bad[0])}; stopped. "
+            + (f"The last good checkpoint is step {kept} in {manager.directory}." if kept is not None
+               else "No checkpoint was written yet."))
+    return values
+
+
+def train_and_evaluate(config, workdir) -> dict:
+    """Train per `config`, writing checkpoints, logs, plot and comparison images in `workdir`.
+
+    Returns the final eval metrics (`psnr/<set>_x<scale>` …, dB). ConfigError for a bad config, DataError
+    for missing data, TrainingDiverged when the loss stops being finite.
+    """
+    workdir = Path(workdir).expanduser()
+    validate_config(config, jax.device_count())
+    main_process = jax.process_index() == 0
+    say = print if main_process else (lambda *a, **k: None)
+    warn = lambda message: say(message, file=sys.stderr)  # noqa: E731
+
+    train_images = load_images(config.train_data, config.data_dir, config.train_manual_dir)
+    eval_sets = load_eval_sets(config)
+    try:
+        source = patches.prepare_pairs(train_images, config.scales, config.downsizes, config.patch_size)
+    except ValueError as e:
+        raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
+    steps_per_epoch = config.steps_per_epoch or math.ceil(
+        patches.patches_per_epoch(source, config.patch_size) / config.batch_size)
+    total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+
+    mesh = data_mesh()
+    model = model_from_config(config)
+    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    state = create_train_state(model, make_optimizer(config, steps_per_epoch), init_key)
+    state = jax.device_put(state, replicated(mesh))
+    # A global key, as multi-process orbax needs; device_put moves key data, not typed keys, across processes.
+    data_key = jax.random.wrap_key_data(jax.device_put(jax.random.key_data(data_key), replicated(mesh)))
+    device_source = jax.device_put(source, replicated(mesh))
+    lr_at = learning_rate_schedule(config.optimizer.learning_rate, steps_per_epoch,
+                                   config.optimizer.decay_every_epochs, config.optimizer.decay_factor)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    manager = checkpoint.training_manager(workdir / "checkpoints", config.keep_checkpoints)
+    state, data_key = checkpoint.restore_training(manager, state, data_key, warn=warn)
+    start = int(state.step)
+    if main_process:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    writer = MetricWriter(workdir, resume_step=start) if main_process else None
+    if start:
+        say(f"resuming from step {start} in {workdir / 'checkpoints'}")
+
+    metrics = {}
+    train_step = make_sampling_train_step(mesh, config.batch_size, config.patch_size, config.augment,
+                                          config.loss_scale)
+    progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
+    window, window_start = [], time.perf_counter()
+    try:
+        for step in range(start + 1, total_steps + 1):
+            state, loss = train_step(state, device_source, data_key)
+            window.append(loss)
+            progress.update(1)
+            logging = step % config.log_every_steps == 0 or step == total_steps
+            evaluating = step % config.eval_every_steps == 0 or step == total_steps
+            saving = step % config.checkpoint_every_steps == 0 or step == total_steps
+            if not (logging or evaluating or saving):
+                continue
+            losses = _check_finite(window, step - len(window) + 1, manager)
+            rate = len(window) / (time.perf_counter() - window_start)
+            if writer:
+                writer.write(step, {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
+                                    "patches_per_second": rate * config.batch_size})
+            progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
+            if evaluating:
+                metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,
+                                   config.eval_scales)
+                if writer:
+                    writer.write(step, metrics)
+                    writer.plot()
+            if saving:
+                psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
+                best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
+                checkpoint.save_training(manager, state, model, data_key, best)
+            window, window_start = [], time.perf_counter()
+    finally:
+        progress.close()
+        manager.close()
+        if writer:
+            writer.close()
+
+    predict = TiledVDSR(model, distributed.local_copy(state.params))
+    if not metrics:  # nothing was left to train: a finished run started again
+        metrics = evaluate(predict, eval_sets, config.eval_scales)
+    if main_process:
+        first_set = next(iter(eval_sets.values()))
+        comparisons = write_comparisons(predict, first_set, config.eval_scales[0], workdir / "images",
+                                        config.comparison_images)
+        report(metrics, config, workdir, comparisons)
+    return metrics
+
+
+def report(metrics: dict, config, workdir: Path, comparisons: list[Path]) -> None:
+    """The closing summary: PSNR against bicubic per set and scale, and where the outputs are."""
+    print("\nfinal evaluation (Y channel, MATLAB protocol):")
+    for name in config.eval_sets:
+        for scale in config.eval_scales:
+            key = f"{name}_x{scale}"
+            vdsr, bicubic = metrics[f"psnr/{key}"], metrics[f"bicubic_psnr/{key}"]
+            print(f"  {key}: VDSR {vdsr:.2f} dB, bicubic {bicubic:.2f} dB ({vdsr - bicubic:+.2f} dB)")
+    print(f"checkpoint:  {workdir / 'checkpoints'}")
+    print(f"plot:        {workdir / 'training.png'}  (TensorBoard: {workdir / 'tensorboard'})")
+    print(f"metrics:     {workdir / 'metrics.jsonl'}")
+    print(f"comparisons: {', '.join(str(p) for p in comparisons)}  (bicubic | VDSR | HR)")
