@@ -60,10 +60,13 @@ TINY = [
 
 
 def train_cli(workdir, *overrides, env=None, wait=True):
-    command = [sys.executable, "-m", "vdsr_jax.train", "--config", "demo", f"--workdir={workdir}",
+    """`python -m vdsr_jax.train --config configs/demo.py` run as a user would, from the workdir's parent folder
+    (outside the repository: the config path resolves to the installed config), at toy size."""
+    Path(workdir).parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "vdsr_jax.train", "--config", "configs/demo.py", f"--workdir={workdir}",
                *TINY, *overrides]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(command, cwd=Path(workdir).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, **(env or {})})
     if not wait:
         return process
     stdout, stderr = process.communicate(timeout=600)

@@ -6,7 +6,7 @@
 `--config` takes an installed config name (x234, x2, x3, x4, pytorch_vdsr, demo; default demo) or the path
 of a `get_config()` file; every field can be overridden as `--config.FIELD=VALUE`. `--workdir` (default
 `runs/<config name>`) receives checkpoints, logs, plot and comparison images, and a run started again on
-the same workdir resumes. Several hosts: see `--helpfull` for the `jax.distributed` flags. The job itself
+the same workdir resumes. Several hosts: the `jax.distributed` flags below. The job itself
 is `vdsr_jax.training.train_and_evaluate(config, workdir)`.
 """
 import sys
@@ -50,6 +50,10 @@ def main(argv=None) -> int:
         return 0
 
     argv = _resolve_config_argument(sys.argv if argv is None else [sys.argv[0], *argv])
+    if {"-h", "--help", "--helpshort"} & set(argv[1:]):  # absl would list only the flags of `__main__`
+        print(__doc__.strip() + "\n\nflags:\n" + "\n".join(
+            flags.FLAGS.module_help(module) for module in (__name__, distributed.__name__)))
+        return 0
     try:
         app.run(lambda args: sys.exit(run(args)), argv=argv)
     except SystemExit as e:

@@ -1,0 +1,71 @@
+"""The installed commands: console scripts that work from any directory, `--help`, and the one mapping from
+errors to exit statuses (a user error is one line; a programming error keeps its traceback)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import assert_one_error_line
+
+from vdsr_jax import checkpoint, configs, image_io
+from vdsr_jax.cli import report_errors
+from vdsr_jax.errors import DataError
+from vdsr_jax.model import VDSR
+
+SCRIPTS = Path(sys.executable).parent
+COMMANDS = ["vdsr-train", "vdsr-evaluate", "vdsr-upscale", "vdsr-convert"]
+
+
+def script(name: str) -> str:
+    path = SCRIPTS / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed beside {sys.executable} (pip install -e . installs it)")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name, tmp_path):
+    done = subprocess.run([script(name), "--helpshort" if name == "vdsr-train" else "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "config" in done.stdout if name == "vdsr-train" else name in done.stdout
+
+
+def test_upscale_from_another_directory(tmp_path):
+    model = VDSR(depth=3, features=8)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    checkpoint.save_model(tmp_path / "ckpt", params, model)
+    image_io.write_image(tmp_path / "in.png", np.full((9, 7, 3), 100, np.uint8))
+    done = subprocess.run([script("vdsr-upscale"), "in.png", "--checkpoint", "ckpt", "--scale", "2", "-o", "out.png"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert image_io.read_image(tmp_path / "out.png").shape == (18, 14, 3)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("x234", "x234.py"), ("configs/demo.py", "demo.py"), ("demo:arg", "demo.py:arg"),
+])
+def test_config_names_and_repository_paths_resolve_to_installed_configs(value, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert configs.resolve(value) == str(configs.FOLDER / expected)
+    own = tmp_path / "mine.py"
+    own.write_text("def get_config(): ...\n")
+    assert configs.resolve(str(own)) == str(own)
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
+    @report_errors
+    def user_error(argv):
+        raise DataError("the folder is empty")
+
+    @report_errors
+    def bug(argv):
+        return {}["missing"]
+
+    assert user_error(None) == 1
+    assert_one_error_line(1, capsys.readouterr().err.strip().splitlines(), "error: the folder is empty")
+    with pytest.raises(KeyError):
+        bug(None)
