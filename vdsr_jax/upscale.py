@@ -48,9 +48,10 @@ def scale_label(scale: float) -> str:
     return f"x{scale:g}"
 
 
-def output_paths(inputs: list[str], files: list[Path], output: Path, scale: float,
+def output_paths(inputs: list[str], files: list[Path], output: Path, scale: float, compare: bool,
                  overwrite: bool) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; see the module docstring for the naming. Creates the output folder."""
+    """(input, output) pairs; see the module docstring for the naming. Creates the output folder.
+    UserError for names that clash, and (unless `overwrite`) for outputs that exist."""
     single_file = len(inputs) == 1 and len(files) == 1 and not Path(inputs[0]).is_dir()
     if output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
         if not single_file:
@@ -72,6 +73,8 @@ def output_paths(inputs: list[str], files: list[Path], output: Path, scale: floa
             raise UserError(f"{seen[target]} and {source} would both be written to {target}")
         seen[target] = source
         refuse_existing(target, overwrite)
+        if compare:
+            refuse_existing(compare_path(target), overwrite)
     return pairs
 
 
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
         net = TiledVDSR(model, params, tile=args.tile)
     except ValueError as e:
         raise UserError(f"--tile: {e}") from None
-    pairs = output_paths(args.inputs, files, args.output, args.scale, args.overwrite)
+    pairs = output_paths(args.inputs, files, args.output, args.scale, args.compare, args.overwrite)
     failures = []
     with tqdm(pairs, desc="files", unit="file", disable=None) as files_bar:
         for source, target in files_bar:
