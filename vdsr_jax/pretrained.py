@@ -52,6 +52,7 @@ def export_pretrained(params: dict, model, path, provenance: dict | None = None)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays, **{META_KEY: np.array(text)})
+        os.chmod(tmp, 0o644)  # mkstemp's files are private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
