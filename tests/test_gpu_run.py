@@ -109,3 +109,22 @@ def test_tiny_run_end_to_end(tmp_path):
     assert meta["provenance"]["steps"] == 3 and meta["provenance"]["evaluation"][0]["vdsr_psnr"] == row["vdsr_psnr"]
     pretrained.load_pretrained(out / "weights.npz")
     assert "== GPU run (tiny smoke run)" in (out / "run.log").read_text()
+
+
+def test_training_steps_are_planned_from_the_benchmark(tmp_path):
+    import time
+
+    from benchmarks.gpu.common import FULL, write_json
+    from benchmarks.gpu.train_run import plan_steps
+
+    s = {**FULL, "compile_reserve_s": 10}
+    write_json(tmp_path / "bench_jax.json", {"steps": [{"setting": "bf16", "batch": 64, "ms": 2.0},
+                                                        {"setting": "tf32", "batch": 128, "ms": 8.0}]})
+    until = time.time() + 110  # 100 s after the compile reserve
+    steps, how, step_s = plan_steps(s, 10**6, tmp_path, until, "bf16")
+    assert step_s == 0.002 and 45000 <= steps <= 46000 and "batch 64" in how  # 92 % of 100 s / 2 ms
+    assert plan_steps(s, 1000, tmp_path, until, "bf16")[0] == 1000  # never more than the recipe
+    steps, how, step_s = plan_steps(s, 10**6, tmp_path, until, "tf32")  # per patch from batch 128
+    assert step_s == 0.004 and "scaled" in how
+    assert plan_steps(s, 10**6, tmp_path, until, "float32")[2] == FULL["fallback_step_ms"] / 1e3
+    assert plan_steps({**s, "train_steps": 7}, 10**6, tmp_path, until, "bf16")[0] == 7
