@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU run of issue 11 in one device call: (a) environment and measured bf16 matmul ceiling, (b) train-step
 # throughput of vdsr_jax (float32, TF32, bf16) and torch_reference (fp32, TF32, channels_last + bf16 autocast,
-# torch.compile) at batch 64/128/256, (c) configs/x234.py trained within the time left (schedule scaled,
+# torch.compile) at batch 64/128/256, (c) vdsr_jax.configs.x234 trained within the time left (schedule scaled,
 # documented in results.json), (d) Set5/Set14 ×2/×3/×4 of the final weights, (e) results.json, train_log.jsonl,
 # weights.npz (vdsr_jax.pretrained format) and run.log under $OUT, (f) the training loop's patches/s.
 #
@@ -18,7 +18,7 @@ PACK="${VDSR_PACK:-.device_pack}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 VDSR_GPU_T0="${VDSR_GPU_T0:-$(date +%s.%N)}"
-if compgen -G "$PACK/wheels/*.whl" >/dev/null && ! "$PY" -c "import ml_collections, tensorboardX" 2>/dev/null; then
+if compgen -G "$PACK/wheels/*.whl" >/dev/null && ! "$PY" -c "import ml_collections, tensorboardX, imagecodecs" 2>/dev/null; then
   # the vdsr_jax dependencies the device image lacks (see benchmarks/pack_device_data.py)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vdsr_site \
     "$PACK"/wheels/*.whl || exit 1

@@ -7,8 +7,9 @@ this writes, under `--out` (ignored by git; name it in the device call's `carry`
 
 - `train291/T91/*.png`, `train291/BSD200/*.png`: each training image as its *training Y* in an 8-bit grey
   PNG. For a colour image that is MATLAB's `rgb2ycbcr` on the uint8 image, i.e. Y rounded to uint8 (what
-  VDSR's generate_train.m trains on); a one-channel image is its own Y. Under the training rule (a
-  one-channel image is its own Y, Y = v/255) these files give exactly the training pairs of the originals.
+  VDSR's generate_train.m trains on); a one-channel image is its own Y (`vdsr_jax.color.luminance(…,
+  integer=True)`). `vdsr_jax.data.patches.prepare_pairs` takes a one-channel image as its own Y (v/255), so
+  these files give exactly the training pairs of the originals.
 - `benchmarks/Set5/`, `benchmarks/Set14/`: the original HR files, copied byte for byte, so evaluation
   (double-precision YCbCr of the RGB image) stays exact.
 - `wheels/*.whl`: the cp312 wheels of the vdsr_jax dependencies that the device image lacks and the GPU run
@@ -28,9 +29,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from vdsr_jax.image import rgb2y
+from vdsr_jax.color import luminance
+from vdsr_jax.image_io import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FOLDERS = ("T91", "BSD200")  # the train291 builder's order
@@ -38,24 +38,24 @@ EVAL_SETS = ("Set5", "Set14")
 SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 LIMIT_BYTES = 64 * 2**20  # what may travel in one device call: working tree + carried paths
 # vdsr_jax's dependencies absent from the device image (KINDS.md's package list): tensorflow-datasets,
-# array_record, importlib_resources, ml_collections, tensorboardX. The GPU run reads the pack itself (no
-# TFDS), so only these travel: ml_collections for configs/*.py, tensorboardX so `vdsr_jax.train` imports.
-# Pure-Python wheels; their own needs (absl-py, PyYAML, numpy, packaging, protobuf) are on the device.
-DEVICE_WHEELS = ("ml_collections", "tensorboardX")
+# array_record, importlib_resources, ml_collections, tensorboardX, imagecodecs. The GPU run reads the pack
+# itself (no TFDS), so only these travel: ml_collections for vdsr_jax.configs, tensorboardX so the training
+# modules import, imagecodecs for vdsr_jax.image_io (PNG). The first two are pure Python; imagecodecs is a
+# cp312 manylinux wheel (see the README's GPU run section for its size). Their own needs (absl-py, PyYAML,
+# numpy, packaging, protobuf) are on the device.
+DEVICE_WHEELS = ("ml_collections", "tensorboardX", "imagecodecs")
 PIP_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64")
 
 
 def training_y8(path) -> np.ndarray:
-    """The training Y of an image file as uint8 H×W: a one-channel image's own values; for colour,
-    floor(255·rgb2y(rgb/255) + 0.5), MATLAB's rgb2ycbcr on uint8 (alpha is ignored)."""
-    with Image.open(path) as im:
-        if im.mode in ("L", "1", "LA", "La"):
-            return np.asarray(im.convert("L"))
-        if im.mode.startswith("I") or im.mode == "F":
-            raise ValueError(f"{path}: only 8-bit images are packed (mode {im.mode})")
-        rgb = np.asarray(im.convert("RGB"))
-    return np.floor(rgb2y(rgb.astype(np.float64) / 255.0) * 255.0 + 0.5).astype(np.uint8)
+    """The training Y of an image file as uint8 H×W: `luminance(pixels, integer=True)` in 8-bit levels, i.e.
+    a one-channel image's own values; for colour floor(255·rgb2y(rgb/255) + 0.5), MATLAB's rgb2ycbcr on
+    uint8 (alpha is ignored)."""
+    pixels = read_image(path)
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"{path}: only 8-bit images are packed ({pixels.dtype})")
+    return np.rint(luminance(pixels, integer=True) * 255).astype(np.uint8)
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -70,7 +70,7 @@ def pack_train(source: Path, out: Path, limit: int | None = None) -> list[dict]:
         for path in image_files(source / folder)[:limit]:
             y = training_y8(path)
             target = out / folder / f"{path.stem}.png"
-            Image.fromarray(y, "L").save(target, optimize=True)
+            write_image(target, y[..., None])
             rows.append({"file": f"{folder}/{target.name}", "source": f"{folder}/{path.name}",
                          "shape": list(y.shape), "bytes": target.stat().st_size})
     return rows
@@ -106,10 +106,9 @@ def verify_pack(pack: Path, shared: Path) -> list[str]:
     train_source = shared / "data" / "train291"
     for row in manifest["train291"]:
         packed = pack / "train291" / row["file"]
-        with Image.open(packed) as im:
-            mode, decoded = im.mode, np.asarray(im)
-        expected = training_y8(train_source / row["source"])
-        if mode != "L" or decoded.shape != expected.shape or not np.array_equal(decoded, expected):
+        decoded = read_image(packed)
+        expected = training_y8(train_source / row["source"])[..., None]
+        if decoded.dtype != np.uint8 or decoded.shape != expected.shape or not np.array_equal(decoded, expected):
             problems.append(f"{row['file']} differs from the training Y of {row['source']}")
     for row in manifest["benchmarks"]:
         if (pack / "benchmarks" / row["file"]).read_bytes() != (shared / "data" / "benchmarks" / row["file"]).read_bytes():

@@ -15,7 +15,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import pack_device_data  # noqa: E402
 from benchmarks.gpu import prep  # noqa: E402
-from vdsr_jax import input_pipeline, pretrained  # noqa: E402
+from vdsr_jax import pretrained  # noqa: E402
+from vdsr_jax.data.patches import prepare_pairs  # noqa: E402
+from vdsr_jax.image_io import read_image  # noqa: E402
 
 
 def synthetic_shared(root: Path) -> Path:
@@ -44,22 +46,24 @@ def test_training_y8_follows_the_training_rule(tmp_path):
     np.testing.assert_array_equal(pack_device_data.training_y8(tmp_path / "g.png"), grey)  # its own Y
 
 
-def test_packed_y_gives_the_pairs_of_the_training_y(tmp_path):
-    """prep's pairs from a packed PNG equal input_pipeline.prepare_pairs' on the same Y (given as an image
-    whose rgb2y is that Y), i.e. prep is prepare_pairs started from the training Y."""
+def test_packed_y_gives_the_pairs_of_the_originals(tmp_path):
+    """prepare_pairs of the packed Y PNGs equals prepare_pairs of the original images bit for bit (colour
+    BMP/PNG and grey), and prep's parallel pairs (merged per file) equal both."""
     shared = synthetic_shared(tmp_path / "shared")
     pack_device_data.pack(shared, tmp_path / "pack", wheels=False)
     files = prep.packed_train_files(tmp_path / "pack")
-    ours = prep.y_pairs(files[:1], (2, 3, 4), (1.0, 0.7, 0.5), 21)
-    y = prep.read_y(files[0])
-    original = input_pipeline.luminance
-    try:
-        input_pipeline.luminance = lambda image: y  # prepare_pairs' only use of the image
-        reference = input_pipeline.prepare_pairs([None], (2, 3, 4), (1.0, 0.7, 0.5), 21)
-    finally:
-        input_pipeline.luminance = original
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    originals = [read_image(shared / "data" / "train291" / row["source"]) for row in manifest["train291"]]
+    assert [row["file"] for row in manifest["train291"]] == [f"{f.parent.name}/{f.name}" for f in files]
+    assert {o.shape[-1] for o in originals} == {1, 3}
+    args = ((2, 3, 4), (1.0, 0.7, 0.5), 21)
+    reference = prepare_pairs(originals, *args)
+    packed = prepare_pairs([read_image(f) for f in files], *args)
+    ours = prep.y_pairs(files, *args, workers=2)
     for field in reference._fields:
+        np.testing.assert_array_equal(getattr(packed, field), getattr(reference, field), err_msg=field)
         np.testing.assert_array_equal(getattr(ours, field), getattr(reference, field), err_msg=field)
+        assert getattr(ours, field).dtype == getattr(reference, field).dtype, field
 
 
 def test_pack_equals_the_training_y_of_every_original(tmp_path):

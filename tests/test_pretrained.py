@@ -14,12 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import BENCHMARKS, require
+from flax.traverse_util import flatten_dict
 
 from vdsr_jax import pretrained
-from vdsr_jax.checkpoint import CheckpointError, expected_shapes, flatten, model_spec
-from vdsr_jax.model import VDSR
+from vdsr_jax.checkpoint import expected_shapes
+from vdsr_jax.errors import CheckpointError
+from vdsr_jax.model import VDSR, model_spec
 
-PROVENANCE = {"config": "configs/x234.py", "steps": 3, "patches": 192, "precision": "float32",
+PROVENANCE = {"config": "vdsr_jax.configs.x234", "steps": 3, "patches": 192, "precision": "float32",
               "wall_seconds": 1.5, "hardware": "test", "evaluation": []}
 
 
@@ -151,8 +153,9 @@ def test_load_any_reads_npz_and_orbax(tmp_path):
     folder = save_model(tmp_path / "ckpt", params, model)
     for source in (npz, folder):
         _, loaded = pretrained.load_any(source)
-        for name, value in flatten(params).items():
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(flatten(loaded)[name]))
+        flat = flatten_dict(loaded, sep="/")
+        for name, value in flatten_dict(params, sep="/").items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(flat[name]))
 
 
 def test_bundled_weights_reproduce_their_set5_figures():
@@ -160,15 +163,54 @@ def test_bundled_weights_reproduce_their_set5_figures():
     if not pretrained.DEFAULT_PATH.is_file():
         pytest.skip(f"no bundled weights ship yet ({pretrained.DEFAULT_PATH.name} is made by the GPU run, "
                     "benchmarks/gpu_run.sh)")
-    from vdsr_jax.evaluate import evaluate_images, load_dataset
     from vdsr_jax.inference import TiledVDSR
+    from vdsr_jax.protocol import evaluate_images, load_folder
 
     meta = pretrained.pretrained_info()
     rows = [r for r in meta["provenance"]["evaluation"] if r["dataset"] == "Set5"]
     assert {r["scale"] for r in rows} == {2, 3, 4}, "the provenance must hold the Set5 ×2/×3/×4 figures"
-    images = load_dataset(require(BENCHMARKS / "Set5"), [2, 3, 4])
+    images = load_folder(require(BENCHMARKS / "Set5"), [2, 3, 4])
     net = TiledVDSR(*pretrained.load_pretrained())
     for row in rows:
         result = evaluate_images(net, images, row["scale"])
         assert abs(result["vdsr_psnr"] - row["vdsr_psnr"]) <= 0.01, (row, result)
         assert abs(result["vdsr_ssim"] - row["vdsr_ssim"]) <= 1e-4, (row, result)
+
+
+def test_cli_without_checkpoint_or_with_npz(tmp_path):
+    """`vdsr-evaluate`/`vdsr-upscale` without --checkpoint: one clear line while no weights ship (else they
+    run on the bundled file); with an exported .npz as --checkpoint both work."""
+    from conftest import assert_one_error_line, run_cli
+
+    from vdsr_jax.image_io import read_image, write_image
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "set").mkdir()
+    write_image(tmp_path / "set" / "a.png", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    model, params = small_model()
+    npz = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
+    evaluate = ("evaluate", "--data-dir", tmp_path / "set", "--scales", "2")
+    upscale = ("upscale", tmp_path / "set" / "a.png", "--scale", "2")
+    if not pretrained.DEFAULT_PATH.is_file():
+        for args in (evaluate, upscale + ("-o", tmp_path / "none.png")):
+            status, _, lines = run_cli(*args)
+            assert_one_error_line(status, lines, "no pretrained weights ship", "--checkpoint")
+    status, stdout, lines = run_cli(*evaluate, "--checkpoint", npz, "--json", tmp_path / "r.json")
+    assert status == 0, lines
+    assert "| set" in stdout
+    assert json.loads((tmp_path / "r.json").read_text())["checkpoint"] == str(npz)
+    status, _, lines = run_cli(*upscale, "-o", tmp_path / "up.png", "--checkpoint", npz)
+    assert status == 0, lines
+    assert read_image(tmp_path / "up.png").shape == (48, 48, 3)
+
+
+def test_package_exports_load_pretrained_lazily(tmp_path):
+    code = "import sys, vdsr_jax; assert 'jax' not in sys.modules; print(vdsr_jax.load_pretrained.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "load_pretrained"
+    import vdsr_jax
+
+    model, params = small_model()
+    npz = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
+    loaded_model, _ = vdsr_jax.load_pretrained(npz)
+    assert model_spec(loaded_model) == model_spec(model)

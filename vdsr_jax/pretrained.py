@@ -9,20 +9,23 @@ array named by its path in the Flax tree (`conv_0/kernel`, `conv_0/bias`, …; k
 The entry `__meta__` is a 0-d unicode array holding JSON:
 `{"format": FORMAT, "model": {"depth", "features", "use_bias"}, "provenance": {...}}`, where provenance says
 how the weights were made (config, steps, patches, precision, wall time, hardware) and how they evaluate
-(`provenance["evaluation"]`: rows as `vdsr_jax.evaluate.evaluate_scales` returns them). Reading never
+(`provenance["evaluation"]`: rows as `vdsr_jax.protocol.evaluate_sets` returns them). Reading never
 unpickles (`np.load(allow_pickle=False)`), so a file with an object array is refused, not executed.
 """
 import io
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from vdsr_jax.checkpoint import CheckpointError, flatten, model_from_spec, model_spec, validate_params
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from vdsr_jax.checkpoint import model_from_spec, validate_params
+from vdsr_jax.errors import CheckpointError
+from vdsr_jax.image_io import atomic_output
+from vdsr_jax.model import model_spec
 
 FORMAT = "vdsr_jax.pretrained/1"
 META_KEY = "__meta__"
@@ -41,22 +44,15 @@ def export_pretrained(params: dict, model, path, provenance: dict | None = None)
     `provenance` must be JSON-serialisable.
     """
     validate_params(params, model)
-    arrays = {name: np.asarray(value, np.float32) for name, value in flatten(params).items()}
+    arrays = {name: np.asarray(value, np.float32) for name, value in flatten_dict(params, sep="/").items()}
     if META_KEY in arrays:
         raise ValueError(f"a parameter may not be named {META_KEY}")
     meta = {"format": FORMAT, "model": model_spec(model), "provenance": dict(provenance or {})}
     text = json.dumps(meta, allow_nan=False, sort_keys=True)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays, **{META_KEY: np.array(text)})
-        os.chmod(tmp, 0o644)  # mkstemp's files are private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+        np.savez_compressed(f, **arrays, **{META_KEY: np.array(text)})
     return path
 
 
@@ -93,16 +89,16 @@ def read_pretrained(path=None) -> tuple[dict, dict]:
     return meta, {name: array.astype(np.float32) for name, array in entries.items()}
 
 
-def load_pretrained(path=None, dtype=None):
+def load_pretrained(path=None, compute_dtype: str = "float32"):
     """`(model, params)` from a weights file (default: the one bundled with the package, `DEFAULT_PATH`).
 
-    `params` are float32 JAX arrays; `dtype` is the model's compute dtype (default float32). Raises
+    `params` are float32 JAX arrays; `compute_dtype` ('float32' or 'bfloat16') is the model's. Raises
     NoBundledWeights when no path is given and the package has none, CheckpointError for a bad file.
     """
     import jax.numpy as jnp
 
     meta, flat = read_pretrained(path)
-    model = model_from_spec(meta["model"], dtype=jnp.float32 if dtype is None else dtype)
+    model = model_from_spec(meta["model"], compute_dtype)
     params = unflatten({name: jnp.asarray(array) for name, array in flat.items()})
     validate_params(params, model)
     return model, params
@@ -113,30 +109,37 @@ def pretrained_info(path=None) -> dict:
     return read_pretrained(path)[0]
 
 
-def load_any(checkpoint=None, dtype=None):
-    """What `evaluate`/`upscale` load: the bundled weights when `checkpoint` is None, a `.npz` weights file,
-    or else an orbax checkpoint folder (`vdsr_jax.checkpoint.load_model`)."""
-    if checkpoint is None or Path(checkpoint).suffix == ".npz":
-        return load_pretrained(checkpoint, dtype=dtype)
+def load_any(checkpoint=None, compute_dtype: str = "float32"):
+    """What `vdsr-evaluate`/`vdsr-upscale` load: the bundled weights when `checkpoint` is None, a weights
+    file (`.npz`, or any file that starts as a zip holding `__meta__`), or else a checkpoint folder
+    (`vdsr_jax.checkpoint.load_model`, which explains PyTorch files and other paths)."""
+    if checkpoint is None or _is_weights_file(Path(checkpoint).expanduser()):
+        return load_pretrained(checkpoint, compute_dtype)
     from vdsr_jax.checkpoint import load_model
 
-    return load_model(checkpoint) if dtype is None else load_model(checkpoint, dtype=dtype)
+    return load_model(checkpoint, compute_dtype=compute_dtype)
+
+
+def _is_weights_file(path: Path) -> bool:
+    if path.suffix.lower() == ".npz":
+        return True
+    if not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return f"{META_KEY}.npy" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def unflatten(flat: dict) -> dict:
-    """{'conv_0/kernel': a} -> {'conv_0': {'kernel': a}} (the inverse of `checkpoint.flatten`)."""
-    tree = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = tree
-        for key in parents:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise CheckpointError(f"layer name {name} clashes with another entry")
-        if leaf in node:
+    """{'conv_0/kernel': a} -> {'conv_0': {'kernel': a}} (the inverse of `flatten_dict(tree, sep="/")`);
+    CheckpointError if one name is a prefix of another."""
+    names = sorted(flat)
+    for name, following in zip(names, names[1:]):
+        if following.startswith(name + "/"):
             raise CheckpointError(f"layer name {name} clashes with another entry")
-        node[leaf] = value
-    return tree
+    return unflatten_dict(flat, sep="/")
 
 
 def _resolve(path) -> Path:
@@ -145,5 +148,5 @@ def _resolve(path) -> Path:
     if not DEFAULT_PATH.is_file():
         raise NoBundledWeights(
             f"no pretrained weights ship with this version of vdsr_jax yet ({DEFAULT_PATH} is absent): "
-            "pass --checkpoint (a folder from `vdsr_jax.train` or `vdsr_jax.convert`, or a .npz weights file)")
+            "pass --checkpoint (a folder from vdsr-train or vdsr-convert, or a .npz weights file)")
     return DEFAULT_PATH

@@ -1,7 +1,7 @@
 """Stages (a) and (b) for vdsr_jax: environment, measured bf16 matmul rate, train-step throughput.
 
 The step is the one `vdsr_jax.train` runs (on-device patch sampling + the shard_map step,
-`make_sampling_train_step`), with pytorch-vdsr's model and optimiser (configs/pytorch_vdsr.py: no biases,
+`make_sampling_train_step`), with pytorch-vdsr's model and optimiser (vdsr_jax.configs.pytorch_vdsr: no biases,
 summed loss, global-norm clipping, momentum SGD) so that it is the same work as torch_reference's step.
 Precisions: float32 (matmul precision 'highest'), tf32 ('tensorfloat32'), bf16 (bf16 convolutions, float32
 parameters). Writes WORK/bench_jax.json after every measurement.
@@ -75,26 +75,25 @@ def bf16_matmul_tflops(n: int, reps: int) -> dict:
 
 def random_source(patch: int):
     """Training pairs of two random images: the step's sampling cost does not depend on the content."""
-    from vdsr_jax import input_pipeline
+    from vdsr_jax.data.patches import prepare_pairs
 
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (160, 200, 3), dtype=np.uint8) for _ in range(2)]
-    return input_pipeline.prepare_pairs(images, (2, 3, 4), (1.0,), patch)
+    return prepare_pairs(images, (2, 3, 4), (1.0,), patch)
 
 
 def measure_step(s: dict, precision: str, batch: int, host_source) -> dict:
     import jax
-    import jax.numpy as jnp
 
-    import configs.pytorch_vdsr
-    from vdsr_jax.model import VDSR
+    from vdsr_jax.configs import pytorch_vdsr
+    from vdsr_jax.model import create_model
     from vdsr_jax.optim import make_optimizer
     from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
 
-    config = configs.pytorch_vdsr.get_config()
+    config = pytorch_vdsr.get_config()
     dtype, context = precision_context(precision)
     mesh = data_mesh()
-    model = VDSR(depth=s["depth"], features=s["features"], use_bias=False, dtype=jnp.dtype(dtype))
+    model = create_model({"depth": s["depth"], "features": s["features"], "use_bias": False, "compute_dtype": dtype})
     with context:
         source = jax.device_put(host_source, replicated(mesh))
         optimizer = make_optimizer(config, 1000)

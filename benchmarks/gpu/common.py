@@ -27,14 +27,14 @@ FULL = {
     "reps": 5,  # repetitions; the median is reported
     "jax_bench_s": 140,
     "torch_bench_s": 90,
-    # (c) training: configs/x234.py, its 80 epochs scaled to the time left
+    # (c) training: vdsr_jax.configs.x234, its 80 epochs scaled to the time left
     "train_precision": "bf16",
     "train_batch": 64,
     "train_steps": 0,  # 0: as many as fit in the time left (at most the recipe's)
     "min_train_s": 180,  # the benchmarks are cut short to leave training at least this
     "compile_reserve_s": 30,  # time kept for the training step's compilation when planning steps
     "fallback_step_ms": 5.0,  # step time assumed when the benchmark did not measure the training setting
-    "sync_steps": 100,  # first steps run as train.py's loop does (float(loss) every step), for (f)
+    "sync_steps": 100,  # first steps read the loss every step (vdsr_jax.train's loop before 9d24ae5), for (f)
     "log_every": 50,
     "prep_workers": 0,  # 0: half the cores (the benchmarks run beside it)
     # (d) evaluation
@@ -144,10 +144,10 @@ def log(stage: str, message: str) -> None:
 
 def write_json(path, data) -> None:
     """Atomic: a stage killed while writing leaves the previous version."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    from vdsr_jax.image_io import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
 
 
 def read_json(path, default=None):

@@ -1,5 +1,5 @@
 """Stage (d): OUT/weights.npz on the packed Set5/Set14 at ×2/×3/×4 under the MATLAB protocol, with the
-vdsr_jax functions `evaluate` uses (`load_dataset`, `evaluate_scales`), float32 at matmul precision 'highest'
+vdsr_jax functions `vdsr-evaluate` uses (`protocol.load_folder`, `protocol.evaluate_sets`), float32 at matmul precision 'highest'
 so the GPU's figures are the CPU's; the table is written into the weights' provenance (`evaluation`) and
 into WORK/eval.json."""
 import time
@@ -11,7 +11,7 @@ def main(argv=None) -> int:
     import jax
 
     from vdsr_jax import pretrained
-    from vdsr_jax.evaluate import evaluate_scales, load_dataset
+    from vdsr_jax.protocol import evaluate_sets, load_folder
     from vdsr_jax.inference import TiledVDSR
 
     args = stage_args(argv)
@@ -26,9 +26,9 @@ def main(argv=None) -> int:
             if time.time() > args.until:
                 result["skipped"].append(name)
                 continue
-            images = load_dataset(args.pack / "benchmarks" / name, s["eval_scales"])
+            images = load_folder(args.pack / "benchmarks" / name, s["eval_scales"])
             images = images[: s["eval_images"]] if s["eval_images"] else images
-            rows = evaluate_scales(net, name, images, s["eval_scales"], show_progress=False)
+            rows = evaluate_sets(net, {name: images}, s["eval_scales"], show_progress=False)
             for row in rows:
                 row["paper_psnr"] = PAPER.get(name, {}).get(row["scale"])
                 row["pytorch_vdsr_psnr"] = PYTORCH_VDSR.get(name, {}).get(row["scale"])
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
             write_json(args.work / "eval.json", result)
     meta = pretrained.pretrained_info(weights)
     provenance = {**meta["provenance"], "evaluation": result["rows"],
-                  "evaluation_protocol": "vdsr_jax.evaluate (MATLAB protocol: Y of rgb2ycbcr, bicubic down/up in "
+                  "evaluation_protocol": "vdsr_jax.protocol (MATLAB protocol: Y of rgb2ycbcr, bicubic down/up in "
                                          "float64, scale px shaved), float32 at matmul precision 'highest'"}
     pretrained.export_pretrained(params, model, weights, provenance)
     result["seconds"] = time.time() - start

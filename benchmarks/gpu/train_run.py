@@ -1,4 +1,4 @@
-"""Stages (c) and (f): the paper's recipe (configs/x234.py) trained by vdsr_jax, its schedule scaled to the
+"""Stages (c) and (f): the paper's recipe (vdsr_jax.configs.x234) trained by vdsr_jax, its schedule scaled to the
 time left; the loop's own patches/s; the weights as OUT/weights.npz (`vdsr_jax.pretrained` format).
 
 Schedule: x234's 80 epochs with lr ÷10 every 20 epochs, where an epoch is `steps_per_epoch` steps. The
@@ -7,9 +7,13 @@ does not fit before the deadline, the run keeps the 80-epoch shape with shorter 
 as fit (planned from the benchmark's step time at this precision and batch, or `fallback_step_ms`), and
 steps_per_epoch = total / 80, so the lr still drops at ¼, ½ and ¾ of the run. The results say which.
 
-The loop: the first `sync_steps` steps read the loss after every step, as vdsr_jax/train.py's loop does
-today (float(loss)); the rest read it every `log_every` steps. Both rates are reported beside the isolated
-step's. The loop stops at the deadline even if the planned steps are not done (the results say so).
+The loop is this stage's own, not `vdsr_jax.training.train_and_evaluate`: it must stop at a wall-clock
+deadline, plan its steps from the benchmark, and time itself. It is the same step
+(`train_step.make_sampling_train_step`, the model from `vdsr_jax.model.create_model` with the config's
+`zero_init_output`) on the same pairs. The first `sync_steps` steps read the loss after every step (as
+`vdsr_jax.train`'s loop did before 9d24ae5); the rest read it every `log_every` steps, as the library loop
+now does at its log steps. Both rates are reported beside the isolated step's. The loop stops at the deadline
+even if the planned steps are not done (the results say so).
 """
 import datetime
 import json
@@ -42,13 +46,12 @@ def plan_steps(s: dict, recipe_steps: int, work, until: float, precision: str) -
 
 def main(argv=None) -> int:
     import jax
-    import jax.numpy as jnp
 
-    import configs.x234
     from benchmarks.gpu.prep import load_source
     from vdsr_jax import pretrained
-    from vdsr_jax.input_pipeline import patches_per_epoch
-    from vdsr_jax.model import VDSR
+    from vdsr_jax.configs import x234
+    from vdsr_jax.data.patches import patches_per_epoch
+    from vdsr_jax.model import create_model
     from vdsr_jax.optim import learning_rate_schedule, make_optimizer
     from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
 
@@ -57,11 +60,11 @@ def main(argv=None) -> int:
     t0 = time.time()
     precision = s["train_precision"]
     dtype, context = precision_context(precision)
-    config = configs.x234.get_config()
+    config = x234.get_config()
     config.batch_size = s["train_batch"]
     config.loss_scale = 0.5 / config.batch_size  # the paper's ½·mean over the batch
     config.model.depth, config.model.features, config.model.compute_dtype = s["depth"], s["features"], dtype
-    result = {"config": "configs/x234.py", "precision": precision, "compute_dtype": dtype, "batch": config.batch_size,
+    result = {"config": "vdsr_jax.configs.x234", "precision": precision, "compute_dtype": dtype, "batch": config.batch_size,
               "patch": s["patch"], "depth": s["depth"], "features": s["features"], "status": "started"}
     out_json = args.work / "train.json"
     write_json(out_json, result)
@@ -88,13 +91,13 @@ def main(argv=None) -> int:
     write_json(out_json, result)
 
     mesh = data_mesh()
-    model = VDSR(depth=s["depth"], features=s["features"], use_bias=config.model.use_bias, dtype=jnp.dtype(dtype))
+    model = create_model(config.model)  # depth, features, compute_dtype overridden above; zero_init_output
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     lr_at = learning_rate_schedule(config.optimizer.learning_rate, spe, config.optimizer.decay_every_epochs,
                                    config.optimizer.decay_factor)
     with context:
         optimizer = make_optimizer(config, spe)
-        state = jax.jit(lambda k: create_train_state(model, optimizer, k, zero_output=config.model.zero_init_output))(
+        state = jax.jit(lambda k: create_train_state(model, optimizer, k))(
             init_key)  # jitted: an eager init compiles every op on its own
         state = jax.device_put(state, replicated(mesh))
         source = jax.device_put(host_source, replicated(mesh))
@@ -115,7 +118,7 @@ def main(argv=None) -> int:
         state, loss = compiled(state, source, data_key)
         done = step
         if step <= sync_steps:
-            pending.append(float(loss))  # what train.py's loop does every step
+            pending.append(float(loss))  # a read after every step
             if step == sync_steps:
                 sync_end = time.perf_counter()
         else:
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
     })
     device = jax.devices()[0]
     provenance = {
-        "trained_by": "vdsr_jax (benchmarks/gpu_run.sh, stage c)", "config": "configs/x234.py",
+        "trained_by": "vdsr_jax (benchmarks/gpu_run.sh, stage c)", "config": "vdsr_jax.configs.x234",
         "overrides": {"batch_size": config.batch_size, "model.compute_dtype": dtype, "matmul_precision": precision,
                       "model.depth": s["depth"], "model.features": s["features"]},
         "schedule": result["schedule"], "steps": done, "steps_per_epoch": spe, "patches": result["patches"],
