@@ -67,7 +67,8 @@ def resolve(directory) -> Path:
             raise CheckpointError(
                 f"{path} is a PyTorch file, not a vdsr_jax checkpoint folder; convert it first: "
                 f"vdsr-convert --from-torch {path} --out {path.with_suffix('')}_jax")
-        raise CheckpointError(f"{path} is a file; a checkpoint is a folder (written by vdsr-convert or vdsr-train)")
+        raise CheckpointError(f"{path} is a file; a checkpoint is a folder (written by vdsr-convert or vdsr-train) "
+                              "or a .npz weights file (vdsr_jax.pretrained)")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist")
     if (path / "checkpoints").is_dir():

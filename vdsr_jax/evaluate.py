@@ -1,6 +1,6 @@
 """Evaluate VDSR on benchmark folders under the protocol of Kim, Lee & Lee (CVPR 2016).
 
-    vdsr-evaluate --checkpoint DIR --data-dir DIR [--data-dir DIR ...] [--scales 2,3,4] [--json OUT]
+    vdsr-evaluate --data-dir DIR [--data-dir DIR ...] [--checkpoint DIR|FILE.npz] [--scales 2,3,4] [--json OUT]
     (or: python -m vdsr_jax.evaluate …)
 
 Prints a Markdown table (dataset, scale, images, bicubic and VDSR PSNR/SSIM, seconds) and writes the same
@@ -10,16 +10,19 @@ float64, VDSR on the upscaled Y; PSNR and SSIM on Y·255 with `scale` pixels sha
 over the images. Folders are listed by one rule: image files by suffix, hidden names (macOS `._x.png`)
 skipped. An image reproduced exactly (e.g. a flat one) has an infinite PSNR; the mean is then infinite,
 printed as `inf` and written to JSON as the string "inf" (JSON has no infinity).
+
+Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
+ships none says so in one line.
 """
 import json
 import sys
 from pathlib import Path
 
-from vdsr_jax.checkpoint import load_model
 from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.errors import UserError
 from vdsr_jax.image_io import atomic_output, refuse_existing
 from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.pretrained import load_any
 from vdsr_jax.protocol import evaluate_sets, json_safe, load_folder, markdown_table
 from vdsr_jax.resize import MAX_SCALE
 
@@ -39,8 +42,9 @@ def parse_scales(text: str) -> list[int]:
 @report_errors
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="vdsr-evaluate", description=__doc__)
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir)")
+    parser.add_argument("--checkpoint",
+                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
+                             "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
     parser.add_argument("--data-dir", required=True, action="append",
                         help="folder of HR images (image files by suffix; hidden names skipped); repeatable")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated integer scales (2,3,4)")
@@ -53,10 +57,10 @@ def main(argv=None) -> int:
             raise UserError(f"cannot write {args.json}: folder {args.json.parent} does not exist")
         refuse_existing(args.json, args.overwrite)
     sets = {Path(d).name: load_folder(d, scales) for d in args.data_dir}  # all fail before any work
-    model, params = load_model(args.checkpoint)
+    model, params = load_any(args.checkpoint)
     rows = evaluate_sets(TiledVDSR(model, params), sets, scales)
     if args.json is not None:
-        document = json_safe({"checkpoint": str(args.checkpoint), "results": rows})
+        document = json_safe({"checkpoint": str(args.checkpoint) if args.checkpoint else "bundled", "results": rows})
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
     print(markdown_table(rows))

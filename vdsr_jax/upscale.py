@@ -1,6 +1,6 @@
 """Upscale image files with VDSR.
 
-    vdsr-upscale INPUT... --scale S -o OUT [--checkpoint DIR] [--compare] [--tile N] [--overwrite]
+    vdsr-upscale INPUT... --scale S -o OUT [--checkpoint DIR|FILE.npz] [--compare] [--tile N] [--overwrite]
     (or: python -m vdsr_jax.upscale …)
 
 INPUT: image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them (not recursive; hidden names such as
@@ -17,6 +17,9 @@ orientation is applied; metadata is not copied; images of several frames are ref
 tiles, so memory follows the tile size. Existing outputs are refused unless --overwrite. Files are written
 under a temporary name and renamed when complete. A file that fails is reported at the end, the others are
 still written, and the exit status is then 1.
+
+Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
+ships none says so in one line.
 """
 import argparse
 import sys
@@ -24,12 +27,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vdsr_jax.checkpoint import load_model
 from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.errors import ImageError, UserError
 from vdsr_jax.image_io import IMAGE_SUFFIXES, check_encodable, list_images, read_image, refuse_existing, write_image
 from vdsr_jax.inference import DEFAULT_TILE, TiledVDSR, upscale_image
 from vdsr_jax.panels import side_by_side
+from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
 
 
@@ -99,8 +102,9 @@ def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compa
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vdsr-upscale", description=__doc__)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir)")
+    parser.add_argument("--checkpoint",
+                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
+                             "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
     parser.add_argument("--scale", required=True, type=parse_scale, help=f"upscaling factor, 1 to {MAX_SCALE}")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="output folder, or output file when there is one input file")
@@ -114,7 +118,7 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     files = list_images(args.inputs)
-    model, params = load_model(args.checkpoint)
+    model, params = load_any(args.checkpoint)
     try:
         net = TiledVDSR(model, params, tile=args.tile)
     except ValueError as e:

@@ -1,0 +1,171 @@
+"""Settings and helpers shared by the stages of the GPU run (`benchmarks/gpu_run.sh`).
+
+Every setting has a default for the H200 run (`FULL`) and one for the CPU smoke run (`TINY`, chosen by
+VDSR_GPU_RUN_TINY=1); any of them can be overridden by an environment variable VDSR_GPU_<NAME> (upper case;
+lists comma-separated), e.g. VDSR_GPU_TRAIN_PRECISION=tf32 or VDSR_GPU_BUDGET_S=500.
+"""
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+FULL = {
+    "tiny": False,
+    "budget_s": 510,  # the whole run from the driver's start; + grace_s stays under 9 min
+    "patch": 41,
+    "depth": 20,
+    "features": 64,
+    # (a, b) benchmarks
+    "matmul_n": 8192,
+    "batches": [64, 128, 256],
+    "jax_precisions": ["bf16", "tf32", "float32"],
+    "torch_settings": ["fp32", "tf32", "bf16_channels_last", "bf16_compiled"],
+    "rep_s": 0.25,  # seconds per timed repetition (steps per repetition calibrated to it)
+    "reps": 5,  # repetitions; the median is reported
+    "jax_bench_s": 140,
+    "torch_bench_s": 90,
+    # (c) training: vdsr_jax.configs.x234, its 80 epochs scaled to the time left
+    "train_precision": "bf16",
+    "train_batch": 64,
+    "train_steps": 0,  # 0: as many as fit in the time left (at most the recipe's)
+    "min_train_s": 180,  # the benchmarks are cut short to leave training at least this
+    "compile_reserve_s": 30,  # time kept for the training step's compilation when planning steps
+    "fallback_step_ms": 5.0,  # step time assumed when the benchmark did not measure the training setting
+    "sync_steps": 100,  # first steps read the loss every step (vdsr_jax.train's loop before 9d24ae5), for (f)
+    "log_every": 50,
+    "prep_workers": 0,  # 0: half the cores (the benchmarks run beside it)
+    # (d) evaluation
+    "eval_sets": ["Set5", "Set14"],
+    "eval_scales": [2, 3, 4],
+    "eval_images": 0,  # 0: all
+    "eval_reserve_s": 90,
+    "grace_s": 25,  # a stage is killed this long after its own deadline
+}
+
+TINY = {
+    **FULL,
+    "tiny": True,
+    "budget_s": 300,
+    "depth": 3,
+    "features": 8,
+    "matmul_n": 256,
+    "batches": [4],
+    "jax_precisions": ["bf16", "float32"],  # tf32 differs from float32 only in the precision name
+    "torch_settings": ["fp32", "bf16_channels_last"],
+    "rep_s": 0.02,
+    "reps": 2,
+    "jax_bench_s": 120,
+    "torch_bench_s": 60,
+    "train_precision": "float32",
+    "train_batch": 4,
+    "train_steps": 3,
+    "min_train_s": 30,
+    "compile_reserve_s": 5,
+    "sync_steps": 1,
+    "log_every": 1,
+    "prep_workers": 2,
+    "eval_sets": ["Set5"],
+    "eval_scales": [2],
+    "eval_images": 1,
+    "eval_reserve_s": 60,
+    "grace_s": 60,
+}
+
+# Published figures (PSNR, dB) for the results table.
+PAPER = {"Set5": {2: 37.53, 3: 33.66, 4: 31.35}, "Set14": {2: 33.03, 3: 29.77, 4: 28.01}}
+PYTORCH_VDSR = {"Set5": {2: 37.65, 3: 33.77, 4: 31.45}}
+GOALS = {"step_share_of_ceiling": 0.40, "ratio_vs_torch_best": 1.0, "recipe_wall_s": 600}
+
+PRECISIONS = {  # name -> (compute dtype, jax.default_matmul_precision or None)
+    "float32": ("float32", "highest"),  # true fp32 (on GPUs XLA's default for f32 convs may use TF32)
+    "tf32": ("float32", "tensorfloat32"),
+    "bf16": ("bfloat16", None),  # bf16 convolutions, float32 parameters and residual
+}
+
+
+def settings() -> dict:
+    """FULL or TINY (VDSR_GPU_RUN_TINY=1), with VDSR_GPU_<NAME> overrides."""
+    base = dict(TINY if os.environ.get("VDSR_GPU_RUN_TINY", "") not in ("", "0") else FULL)
+    for name, default in list(base.items()):
+        text = os.environ.get(f"VDSR_GPU_{name.upper()}")
+        if text is None or name == "tiny":
+            continue
+        if isinstance(default, list):
+            kind = type(default[0]) if default else str
+            base[name] = [kind(part) for part in text.split(",") if part]
+        elif isinstance(default, bool):
+            base[name] = text not in ("0", "", "false")
+        else:
+            base[name] = type(default)(text)
+    return base
+
+
+def precision_context(name: str):
+    """(compute dtype name, context manager to trace and compile under) for a precision name."""
+    import jax
+
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
+    dtype, matmul = PRECISIONS[name]
+    return dtype, (jax.default_matmul_precision(matmul) if matmul else contextlib.nullcontext())
+
+
+def step_flops(batch: int, patch: int, depth: int, features: int) -> float:
+    """One training step: forward 2·H·W·9·Cin·Cout per conv, backward twice that (same as
+    benchmarks/train_step.py); 6.7 GFLOP per 41×41 patch for the 20×64 network."""
+    channels = [1] + [features] * (depth - 1) + [1]
+    forward = sum(2 * patch * patch * 9 * cin * cout for cin, cout in zip(channels, channels[1:]))
+    return 3.0 * forward * batch
+
+
+def time_calls(run, rep_s: float, reps: int) -> tuple[float, list[float]]:
+    """Median seconds per call of `run(n)` (which runs n calls and waits for them): n calibrated so that a
+    repetition lasts about `rep_s`; one warm-up repetition first."""
+    run(2)
+    start = time.perf_counter()
+    run(1)
+    one = max(time.perf_counter() - start, 1e-6)
+    n = int(min(max(rep_s / one, 2), 2000))
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run(n)
+        times.append((time.perf_counter() - start) / n)
+    return statistics.median(times), times
+
+
+def log(stage: str, message: str) -> None:
+    elapsed = time.time() - float(os.environ.get("VDSR_GPU_T0", time.time()))
+    print(f"[{elapsed:6.1f}s {stage}] {message}", flush=True)
+
+
+def write_json(path, data) -> None:
+    """Atomic: a stage killed while writing leaves the previous version."""
+    from vdsr_jax.image_io import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+
+
+def read_json(path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def stage_args(argv=None):
+    """Every stage: `python -m benchmarks.gpu.<stage> WORK --until UNIX_TIME [--out OUT] [--pack PACK]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--until", type=float, default=float("inf"), help="soft deadline (time.time())")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--pack", type=Path)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.settings = read_json(args.work / "settings.json") or settings()
+    return args

@@ -1,0 +1,194 @@
+"""Driver of the GPU run: runs the stages (see benchmarks/gpu/__init__.py) within one time budget and writes
+OUT/results.json; OUT/train_log.jsonl and OUT/weights.npz come from the stages, OUT/run.log from
+benchmarks/gpu_run.sh.
+
+    python -m benchmarks.gpu.run --out OUT [--pack .device_pack] [--work DIR]
+
+Budget (settings in common.py, all overridable by VDSR_GPU_<NAME>): the whole run ends by `budget_s` after
+the start. Evaluation keeps the last `eval_reserve_s`; training runs until then; the two benchmarks come
+first, each within its own cap and cut short so that training keeps at least `min_train_s`. The training
+pairs are made on the CPU (prep) while the benchmarks run. A stage that passes its deadline by `grace_s` is
+killed; what it wrote so far is kept.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.gpu.common import GOALS, PAPER, log, read_json, settings, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+TORCH_PAIR = {"float32": ["fp32"], "tf32": ["tf32"], "bf16": ["bf16_channels_last", "bf16_compiled"]}
+
+
+def stage_command(name: str, work: Path, until: float, out: Path, pack: Path) -> list[str]:
+    return [sys.executable, "-m", f"benchmarks.gpu.{name}", str(work), "--until", f"{until:.3f}", "--out", str(out),
+            "--pack", str(pack)]
+
+
+def run_stage(name: str, s: dict, work: Path, until: float, out: Path, pack: Path) -> dict:
+    start = time.time()
+    entry = {"start_s": start - float(os.environ["VDSR_GPU_T0"]), "until_s": until - float(os.environ["VDSR_GPU_T0"])}
+    try:
+        done = subprocess.run(stage_command(name, work, until, out, pack), cwd=REPO,
+                              timeout=max(5.0, until - start + s["grace_s"]))
+        entry["returncode"] = done.returncode
+        entry["status"] = "ok" if done.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        entry["status"] = "killed at its deadline"
+    entry["seconds"] = time.time() - start
+    log("run", f"{name}: {entry['status']} in {entry['seconds']:.1f} s")
+    return entry
+
+
+def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
+    jax_bench = read_json(work / "bench_jax.json", {})
+    torch_bench = read_json(work / "bench_torch.json", {})
+    train = read_json(work / "train.json", {})
+    prep = read_json(work / "prep.json", {})
+    evaluation = read_json(work / "eval.json", {})
+    rates = [r["tflops"] for r in (jax_bench.get("matmul"), torch_bench.get("matmul")) if r]
+    ceiling = max(rates) if rates else None
+    rows = jax_bench.get("steps", []) + torch_bench.get("steps", [])
+    for row in rows:
+        row["share_of_ceiling"] = row["tflops"] / ceiling if ceiling else None
+    pairs = []
+    for row in jax_bench.get("steps", []):
+        same_batch = [t for t in torch_bench.get("steps", []) if t["batch"] == row["batch"]]
+        peers = [t for t in same_batch if t["setting"] in TORCH_PAIR[row["setting"]]]
+        best_peer = min(peers, key=lambda t: t["ms"]) if peers else None
+        best_torch = min(same_batch, key=lambda t: t["ms"]) if same_batch else None
+        pairs.append({"batch": row["batch"], "vdsr_jax": row["setting"], "vdsr_jax_ms": row["ms"],
+                      "torch": best_peer and best_peer["setting"], "torch_ms": best_peer and best_peer["ms"],
+                      "ratio": best_peer and best_peer["ms"] / row["ms"],
+                      "torch_best": best_torch and best_torch["setting"],
+                      "ratio_vs_torch_best": best_torch and best_torch["ms"] / row["ms"]})
+    isolated = [r for r in jax_bench.get("steps", [])
+                if r["setting"] == train.get("precision") and r["batch"] == train.get("batch")]
+    if train:
+        train["isolated_step_patches_per_s"] = isolated[0]["patches_per_s"] if isolated else None
+        train["isolated_step_note"] = ("benchmark stage: same precision and batch, pytorch-vdsr's model "
+                                       "(no biases, global-norm clipping); training: x234 (biases, adjustable clipping)")
+    bf16 = [r for r in jax_bench.get("steps", []) if r["setting"] == "bf16"]
+    bf16_pairs = [p for p in pairs if p["vdsr_jax"] == "bf16" and p["ratio_vs_torch_best"]]
+    eval_rows = evaluation.get("rows", [])
+    stage_wall = {name: entry.get("seconds") for name, entry in timeline.items()}
+    recipe_wall = sum(v for v in (prep.get("seconds"), stage_wall.get("train_run"), stage_wall.get("eval_run")) if v)
+    goals = {
+        "best_bf16_share_of_ceiling": max((r["share_of_ceiling"] or 0 for r in bf16), default=None),
+        "best_bf16_ratio_vs_torch_best": max((p["ratio_vs_torch_best"] for p in bf16_pairs), default=None),
+        "rows_at_or_above_paper": [f"{r['dataset']} x{r['scale']}" for r in eval_rows
+                                   if r["dataset"] in PAPER and r["vdsr_psnr"] >= PAPER[r["dataset"]][r["scale"]]],
+        "rows_below_paper": [f"{r['dataset']} x{r['scale']}" for r in eval_rows
+                             if r["dataset"] in PAPER and r["vdsr_psnr"] < PAPER[r["dataset"]][r["scale"]]],
+        "recipe_wall_s": recipe_wall,
+        "recipe_complete": train.get("schedule") == "recipe" and train.get("status") == "done",
+        "targets": GOALS,
+    }
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"tiny_smoke_run": s["tiny"], "git_commit": commit, "settings": s, "wall_s": time.time() - start,
+            "timeline": timeline, "env": jax_bench.get("env"),
+            "torch_env": {k: v for k, v in torch_bench.items() if k not in ("steps", "skipped", "matmul")},
+            "ceiling": {"bf16_matmul_tflops": ceiling, "jax": jax_bench.get("matmul"), "torch": torch_bench.get("matmul")},
+            "throughput": {"rows": rows, "pairs": pairs,
+                           "skipped": jax_bench.get("skipped", []) + torch_bench.get("skipped", [])},
+            "prep": prep, "training": train, "evaluation": eval_rows, "goals": goals}
+
+
+def summary(results: dict) -> str:
+    lines = [f"== GPU run{' (tiny smoke run)' if results['tiny_smoke_run'] else ''}: {results['wall_s']:.0f} s wall"]
+    env = results.get("env") or {}
+    ceiling = results["ceiling"]["bf16_matmul_tflops"]
+    lines.append(f"device {env.get('device_kind')} jax {env.get('jax')}; bf16 matmul ceiling "
+                 f"{ceiling:.1f} TFLOP/s" if ceiling else f"device {env.get('device_kind')}; no ceiling measured")
+    lines.append("| impl | setting | batch | ms/step | patches/s | TFLOP/s | of ceiling |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results["throughput"]["rows"]:
+        share = f"{100 * r['share_of_ceiling']:.1f} %" if r.get("share_of_ceiling") is not None else "-"
+        lines.append(f"| {r['impl']} | {r['setting']} | {r['batch']} | {r['ms']:.2f} | {r['patches_per_s']:.0f} | "
+                     f"{r['tflops']:.2f} | {share} |")
+    for p in results["throughput"]["pairs"]:
+        if p["ratio"]:
+            lines.append(f"ratio batch {p['batch']} {p['vdsr_jax']} vs torch {p['torch']}: {p['ratio']:.2f} "
+                         f"(vs torch's best {p['torch_best']}: {p['ratio_vs_torch_best']:.2f})")
+    t = results["training"]
+    if t.get("steps"):
+        lines.append(f"training: {t['steps']} steps × {t['batch']} ({t['precision']}), {t['epochs_equivalent']:.2f} "
+                     f"epochs, {t['schedule']}; loop {t['loop_s']:.0f} s; loss {t['final_loss']:.4g}; loop patches/s "
+                     f"{t.get('loop_patches_per_s') or 0:.0f} (reading the loss every step: "
+                     f"{t.get('loop_patches_per_s_sync_every_step') or 0:.0f}; isolated step: "
+                     f"{t.get('isolated_step_patches_per_s') or 0:.0f})")
+    for r in results["evaluation"]:
+        lines.append(f"{r['dataset']} ×{r['scale']}: VDSR {r['vdsr_psnr']:.2f} dB / {r['vdsr_ssim']:.4f}, bicubic "
+                     f"{r['bicubic_psnr']:.2f}; paper {r.get('paper_psnr')}, pytorch-vdsr {r.get('pytorch_vdsr_psnr')}")
+    lines.append(f"goals: {results['goals']}")
+    lines.append("stages: " + ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in results["timeline"].items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu.run", description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pack", type=Path, default=REPO / ".device_pack")
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one)")
+    args = parser.parse_args(argv)
+    start = time.time()
+    os.environ.setdefault("VDSR_GPU_T0", str(start))
+    s = settings()
+    if s["tiny"] and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+        # the smoke run checks the code, not its speed: XLA's CPU compiler is ~8× faster without LLVM's opt
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    out, pack = args.out.resolve(), args.pack.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="vdsr_gpu_run_"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "settings.json", s)
+    log("run", f"{'tiny smoke run' if s['tiny'] else 'GPU run'}: budget {s['budget_s']} s, pack {pack}, work {work}")
+    if not (pack / "train291").is_dir():
+        log("run", f"error: {pack}/train291 is missing (python -m benchmarks.pack_device_data --out {pack})")
+        return 1
+
+    deadline = start + s["budget_s"]
+    train_until = deadline - s["eval_reserve_s"]
+    bench_limit = train_until - s["min_train_s"]
+    timeline = {}
+    prep_env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # prep needs no accelerator
+    prep_start = time.time()
+    prep = subprocess.Popen(stage_command("prep", work, train_until, out, pack), cwd=REPO, env=prep_env)
+    try:
+        timeline["bench_jax"] = run_stage("bench_jax", s, work, min(time.time() + s["jax_bench_s"], bench_limit), out,
+                                          pack)
+        timeline["bench_torch"] = run_stage("bench_torch", s, work,
+                                            min(time.time() + s["torch_bench_s"], bench_limit), out, pack)
+        try:
+            prep.wait(timeout=max(1.0, train_until - time.time()))
+            status = "ok" if prep.returncode == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            status = "killed at its deadline"
+        timeline["prep"] = {"status": status, "seconds": (read_json(work / "prep.json", {}) or {}).get("seconds"),
+                            "finished_s": time.time() - start}
+        if status == "ok":
+            timeline["train_run"] = run_stage("train_run", s, work, train_until, out, pack)
+        if (out / "weights.npz").exists():
+            timeline["eval_run"] = run_stage("eval_run", s, work, deadline, out, pack)
+    finally:
+        if prep.poll() is None:
+            prep.kill()
+    results = assemble(s, work, timeline, start)
+    results["timeline"].setdefault("prep", {"status": "not run", "seconds": None})["started_s"] = prep_start - start
+    write_json(out / "results.json", results)
+    print(summary(results), flush=True)
+    ok = all(entry.get("status") == "ok" for entry in timeline.values())
+    ok = ok and all(name in timeline for name in ("bench_jax", "bench_torch", "prep", "train_run", "eval_run"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

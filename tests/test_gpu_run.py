@@ -1,0 +1,134 @@
+"""The GPU run (benchmarks/gpu_run.sh) end to end on this CPU in its tiny setting, on a synthetic pack, so a
+device call is never spent finding bugs; and the pieces it relies on: the packed training Y and its pairs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import pack_device_data  # noqa: E402
+from benchmarks.gpu import prep  # noqa: E402
+from vdsr_jax import pretrained  # noqa: E402
+from vdsr_jax.data.patches import prepare_pairs  # noqa: E402
+from vdsr_jax.image_io import read_image  # noqa: E402
+
+
+def synthetic_shared(root: Path) -> Path:
+    """A ../shared look-alike: 2 + 2 training images (BMP colour, PNG colour, PNG grey) and 1 + 1 benchmark images."""
+    rng = np.random.default_rng(0)
+    smooth = lambda h, w, c: np.clip(  # noqa: E731 - images with structure, so VDSR has something to learn
+        np.cumsum(np.cumsum(rng.normal(0, 4, (h, w, c)), 0), 1) * 0.3 + 128, 0, 255).astype(np.uint8)
+    files = {"data/train291/T91/t1.bmp": smooth(70, 90, 3), "data/train291/T91/t2.bmp": smooth(90, 64, 3),
+             "data/train291/BSD200/100.png": smooth(96, 80, 3), "data/train291/BSD200/200.png": smooth(80, 96, 1)[..., 0],
+             "data/benchmarks/Set5/bird.png": smooth(72, 64, 3), "data/benchmarks/Set14/bridge.png": smooth(64, 64, 1)[..., 0]}
+    for name, pixels in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / name)
+    return root
+
+
+def test_training_y8_follows_the_training_rule(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    grey = rgb[..., 0]
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    # MATLAB rgb2ycbcr on uint8: Y = round(16 + (65.481 R + 128.553 G + 24.966 B) / 255)
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    expected = np.floor(16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255 + 0.5)
+    np.testing.assert_array_equal(pack_device_data.training_y8(tmp_path / "c.png"), expected)
+    np.testing.assert_array_equal(pack_device_data.training_y8(tmp_path / "g.png"), grey)  # its own Y
+
+
+def test_packed_y_gives_the_pairs_of_the_originals(tmp_path):
+    """prepare_pairs of the packed Y PNGs equals prepare_pairs of the original images bit for bit (colour
+    BMP/PNG and grey), and prep's parallel pairs (merged per file) equal both."""
+    shared = synthetic_shared(tmp_path / "shared")
+    pack_device_data.pack(shared, tmp_path / "pack", wheels=False)
+    files = prep.packed_train_files(tmp_path / "pack")
+    manifest = json.loads((tmp_path / "pack" / "manifest.json").read_text())
+    originals = [read_image(shared / "data" / "train291" / row["source"]) for row in manifest["train291"]]
+    assert [row["file"] for row in manifest["train291"]] == [f"{f.parent.name}/{f.name}" for f in files]
+    assert {o.shape[-1] for o in originals} == {1, 3}
+    args = ((2, 3, 4), (1.0, 0.7, 0.5), 21)
+    reference = prepare_pairs(originals, *args)
+    packed = prepare_pairs([read_image(f) for f in files], *args)
+    ours = prep.y_pairs(files, *args, workers=2)
+    for field in reference._fields:
+        np.testing.assert_array_equal(getattr(packed, field), getattr(reference, field), err_msg=field)
+        np.testing.assert_array_equal(getattr(ours, field), getattr(reference, field), err_msg=field)
+        assert getattr(ours, field).dtype == getattr(reference, field).dtype, field
+
+
+def test_pack_equals_the_training_y_of_every_original(tmp_path):
+    """Every packed PNG decodes to round(MATLAB Y) of its original (own values for grey), every benchmark file
+    is copied byte for byte: the real pack (.device_pack) in full where it exists, else the first images of
+    ../shared, else the synthetic set."""
+    from conftest import SHARED, TRAIN291
+
+    real = REPO / ".device_pack"
+    if (real / "manifest.json").exists() and TRAIN291.exists():
+        assert pack_device_data.verify_pack(real, SHARED) == []
+        manifest = json.loads((real / "manifest.json").read_text())
+        assert manifest["limit"] is None and len(manifest["train291"]) == 291
+        return
+    shared = SHARED if TRAIN291.exists() else synthetic_shared(tmp_path / "shared")
+    pack_device_data.pack(shared, tmp_path / "pack", wheels=False, limit=3)
+    assert pack_device_data.verify_pack(tmp_path / "pack", shared) == []
+    first = sorted((tmp_path / "pack" / "train291" / "T91").iterdir())[0]
+    Image.fromarray(255 - np.asarray(Image.open(first))).save(first)  # a wrong pack is caught
+    problems = pack_device_data.verify_pack(tmp_path / "pack", shared)
+    assert len(problems) == 1 and first.name in problems[0]
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    shared = synthetic_shared(tmp_path / "shared")
+    pack_device_data.pack(shared, tmp_path / "pack", wheels=False)
+    out = tmp_path / "out"
+    env = {**os.environ, "VDSR_GPU_RUN_TINY": "1", "OUT": str(out), "VDSR_PACK": str(tmp_path / "pack"),
+           "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "run.log", "train_log.jsonl", "weights.npz"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["tiny_smoke_run"]
+    assert {(r["impl"], r["setting"]) for r in results["throughput"]["rows"]} >= {
+        ("vdsr_jax", "bf16"), ("vdsr_jax", "float32"), ("torch", "fp32"), ("torch", "bf16_channels_last")}
+    assert all(p["ratio"] > 0 for p in results["throughput"]["pairs"])
+    training = results["training"]
+    assert training["steps"] == 3 and training["status"] == "done" and np.isfinite(training["final_loss"])
+    assert training["loop_patches_per_s_sync_every_step"] > 0
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
+    (row,) = results["evaluation"]
+    assert (row["dataset"], row["scale"], row["images"], row["paper_psnr"]) == ("Set5", 2, 1, 37.53)
+    meta = pretrained.pretrained_info(out / "weights.npz")  # ready to ship: loader format, provenance, table
+    assert meta["model"] == {"depth": 3, "features": 8, "use_bias": True}
+    assert meta["provenance"]["steps"] == 3 and meta["provenance"]["evaluation"][0]["vdsr_psnr"] == row["vdsr_psnr"]
+    pretrained.load_pretrained(out / "weights.npz")
+    assert "== GPU run (tiny smoke run)" in (out / "run.log").read_text()
+
+
+def test_training_steps_are_planned_from_the_benchmark(tmp_path):
+    import time
+
+    from benchmarks.gpu.common import FULL, write_json
+    from benchmarks.gpu.train_run import plan_steps
+
+    s = {**FULL, "compile_reserve_s": 10}
+    write_json(tmp_path / "bench_jax.json", {"steps": [{"setting": "bf16", "batch": 64, "ms": 2.0},
+                                                        {"setting": "tf32", "batch": 128, "ms": 8.0}]})
+    until = time.time() + 110  # 100 s after the compile reserve
+    steps, how, step_s = plan_steps(s, 10**6, tmp_path, until, "bf16")
+    assert step_s == 0.002 and 45000 <= steps <= 46000 and "batch 64" in how  # 92 % of 100 s / 2 ms
+    assert plan_steps(s, 1000, tmp_path, until, "bf16")[0] == 1000  # never more than the recipe
+    steps, how, step_s = plan_steps(s, 10**6, tmp_path, until, "tf32")  # per patch from batch 128
+    assert step_s == 0.004 and "scaled" in how
+    assert plan_steps(s, 10**6, tmp_path, until, "float32")[2] == FULL["fallback_step_ms"] / 1e3
+    assert plan_steps({**s, "train_steps": 7}, 10**6, tmp_path, until, "bf16")[0] == 7
