@@ -92,12 +92,15 @@ def load_torch_state_dict(path) -> tuple[dict, list[str]]:
     """(name -> float32 array, notes) from a state_dict file or a pytorch-vdsr whole-model pickle.
 
     Every floating-point dtype torch saves is converted to float32: exactly for float16, bfloat16 and the
-    float8 types, and for float64 where every value is representable; otherwise `notes` says how far the
-    rounding moved the weights. ConversionError for an unsafe, unreadable or non-float file.
+    float8 types, and for float64 where every value is representable; otherwise `notes` holds one line
+    saying in how many tensors and how far the rounding moved the weights. ConversionError for an unsafe,
+    unreadable or non-float file.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConversionError(f"{path} is not a file" if path.exists() else f"{path} does not exist")
+        raise ConversionError(f"{path} is a folder, not a torch file; --from-torch takes a .pth file "
+                              "(a vdsr_jax checkpoint folder converts with --to-torch)" if path.is_dir()
+                              else f"{path} is not a file" if path.exists() else f"{path} does not exist")
     try:
         obj = _untrusted_load(path)
     except pickle.UnpicklingError as e:
@@ -116,26 +119,32 @@ def load_torch_state_dict(path) -> tuple[dict, list[str]]:
         obj = obj.state_dict()
     if not isinstance(obj, dict) or not obj:
         raise ConversionError(f"{path} holds no state_dict or VDSR model")
-    state, notes = {}, []
+    state, changes = {}, {}
     for name, tensor in obj.items():
         if not hasattr(tensor, "dtype") or not hasattr(tensor, "detach"):
             raise ConversionError(f"{path}: {name} is a {type(tensor).__name__}, not a tensor")
         if not tensor.dtype.is_floating_point:
             raise ConversionError(f"{path}: {name} holds {tensor.dtype} values; VDSR weights are floating point")
-        state[str(name)], note = _to_float32(tensor.detach().cpu())
-        if note:
-            notes.append(f"{name}: {note}")
+        state[str(name)], change = _to_float32(tensor.detach().cpu())
+        if change is not None:
+            changes[str(name)] = change
+    notes = []
+    if changes:
+        worst = max(changes, key=changes.get)
+        notes.append(f"float64 weights rounded to float32 in {len(changes)} of {len(state)} tensors (largest "
+                     f"change {changes[worst]:.1e} of a tensor's largest weight, in {worst})")
     return state, notes
 
 
-def _to_float32(tensor) -> tuple[np.ndarray, str | None]:
-    """float32 values of a float tensor, and a note when that rounding is not exact."""
+def _to_float32(tensor) -> tuple[np.ndarray, float | None]:
+    """float32 values of a float tensor, and the largest change relative to its largest magnitude when
+    that rounding is not exact (None when it is)."""
     import torch
 
     single = tensor.to(torch.float32)
     if tensor.dtype == torch.float64 and not torch.equal(single.to(torch.float64), tensor):
-        change = ((single.to(torch.float64) - tensor).abs().max() / tensor.abs().max().clamp_min(1e-300)).item()
-        return single.numpy(), f"float64 rounded to float32 (largest change {change:.1e} of the largest weight)"
+        return single.numpy(), ((single.to(torch.float64) - tensor).abs().max()
+                                / tensor.abs().max().clamp_min(1e-300)).item()
     return single.numpy(), None
 
 

@@ -67,7 +67,8 @@ def validate_config(config, device_count: int) -> None:
         if source.startswith(SKIMAGE_PREFIX) or where.startswith(SKIMAGE_PREFIX):
             continue
         if where and not Path(where).expanduser().is_dir():
-            raise ConfigError(f"config.{field}: data folder {where} does not exist")
+            state = "is a file, not a folder of images" if Path(where).expanduser().exists() else "does not exist"
+            raise ConfigError(f"config.{field}: data folder {where} {state}")
 
 
 def model_from_config(config) -> VDSR:
