@@ -51,7 +51,7 @@ def report_errors(main):
             return main(argv)
         except (UserError, OSError) as e:
             message = e if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")
-            print(f"error: {message}", file=sys.stderr)
+            print("error: " + " ".join(str(message).split()), file=sys.stderr)  # one line, whatever it holds
             return 1
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -33,8 +33,18 @@ def main(argv=None) -> int:
     from absl import app, flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", str(configs.FOLDER / "demo.py"),
-                                    "installed config name or get_config() file", lock_config=True)
+    def one_line(error: Exception) -> int:
+        unknown = isinstance(error, (AttributeError, KeyError))
+        message = f"no such config field in an override: {error}" if unknown else str(error)
+        print("error: " + " ".join(message.split()), file=sys.stderr)
+        return 1
+
+    argv = _resolve_config_argument(sys.argv if argv is None else [sys.argv[0], *argv])
+    try:  # ml_collections applies `--config.FIELD=VALUE` overrides from sys.argv as the flag is defined
+        config_flags.DEFINE_config_file("config", str(configs.FOLDER / "demo.py"),
+                                        "installed config name or get_config() file", lock_config=True)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        return one_line(e)
     flags.DEFINE_string("workdir", None, "where checkpoints, logs and images go (default runs/<config name>)")
     distributed.define_flags()
 
@@ -49,13 +59,20 @@ def main(argv=None) -> int:
         train_and_evaluate(flags.FLAGS.config, workdir)
         return 0
 
-    argv = _resolve_config_argument(sys.argv if argv is None else [sys.argv[0], *argv])
     if {"-h", "--help", "--helpshort"} & set(argv[1:]):  # absl would list only the flags of `__main__`
         print(__doc__.strip() + "\n\nflags:\n" + "\n".join(
             flags.FLAGS.module_help(module) for module in (__name__, distributed.__name__)))
         return 0
+
+    def parse_flags(args):
+        """absl's parsing, with a bad flag or `--config.FIELD=VALUE` override as one line (exit 1)."""
+        try:
+            return flags.FLAGS(args)
+        except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:  # ml_collections' overrides
+            sys.exit(one_line(e))
+
     try:
-        app.run(lambda args: sys.exit(run(args)), argv=argv)
+        app.run(lambda args: sys.exit(run(args)), argv=argv, flags_parser=parse_flags)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
