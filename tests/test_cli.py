@@ -69,3 +69,14 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
     assert_one_error_line(1, capsys.readouterr().err.strip().splitlines(), "error: the folder is empty")
     with pytest.raises(KeyError):
         bug(None)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--config.no_such_field=1"], "no such config field"),
+    (["--config", "missing_config.py"], "missing_config.py"),
+    (["--no_such_flag"], "no_such_flag"),
+])
+def test_train_refuses_bad_flags_and_overrides_in_one_line(args, words, tmp_path):
+    done = subprocess.run([script("vdsr-train"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert_one_error_line(done.returncode, done.stderr.strip().splitlines(), words)
+    assert not (tmp_path / "runs").exists()
