@@ -18,7 +18,7 @@ from vdsr_jax import checkpoint, distributed
 from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches
 from vdsr_jax.errors import ConfigError, TrainingDiverged
-from vdsr_jax.image_io import write_image
+from vdsr_jax.image_io import atomic_output, write_image
 from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.metric_writer import MetricWriter
 from vdsr_jax.model import VDSR, create_model
@@ -160,7 +160,8 @@ def train_and_evaluate(config, workdir) -> dict:
     state, data_key = checkpoint.restore_training(manager, state, data_key, warn=warn)
     start = int(state.step)
     if main_process:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        with atomic_output(workdir / "config.json") as tmp:
+            tmp.write_text(config.to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, resume_step=start) if main_process else None
     if start:
         say(f"resuming from step {start} in {workdir / 'checkpoints'}")
