@@ -17,6 +17,7 @@ renamed when complete.
 """
 import contextlib
 import itertools
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -92,8 +93,9 @@ class VideoReader:
             self.stream = self.container.streams.video[0]
             context = self.stream.codec_context
             if context is None or not context.width or not context.height:
-                raise ImageError(f"{self.path}: its video codec "
-                                 f"({self.stream.codec_tag or 'unknown'}) is not supported")
+                tag = getattr(self.stream, "codec_tag", None) or self.stream.metadata.get("codec", "unknown")
+                raise ImageError(f"{self.path}: its video codec ({tag}) cannot be decoded (unsupported or "
+                                 "unknown); convert it to H.264, VP9 or FFV1 first")
         except BaseException:
             self.container.close()
             raise
@@ -123,6 +125,25 @@ class VideoReader:
                 last = pts
                 self.decoded += 1
                 yield Frame(pixels[..., None] if pixels.ndim == 2 else pixels, pts)
+        self._check_complete(last, step)
+
+    def _check_complete(self, last: int | None, step: int) -> None:
+        """ImageError if the container promised a longer video stream (the AVI/MP4 stream duration,
+        Matroska's DURATION tag) than the frames decoded cover: a truncated file."""
+        duration = None
+        if self.stream.duration and self.container.format.name.split(",")[0] in ("avi", "mov"):
+            duration = self.stream.duration * self.time_base  # from the header (Matroska's may be the audio's)
+        tag = self.stream.metadata.get("DURATION") or self.stream.metadata.get("duration")
+        match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d*)?)", tag or "")
+        if duration is None and match:
+            hours, minutes, seconds = match.groups()
+            duration = Fraction(int(hours) * 3600 + int(minutes) * 60) + Fraction(seconds)
+        if duration is None:
+            return
+        end = 0 if last is None else (last + step) * self.time_base
+        if end + Fraction(3, 2) / Fraction(self.rate) < duration:
+            raise ImageError(f"{self.path}: truncated or damaged: {self.decoded} frames decoded, which stop at "
+                             f"{float(end):.2f} s of the {float(duration):.2f} s video stream")
 
     def close(self):
         self.container.close()
@@ -210,10 +231,11 @@ def video_codec(suffix: str, height: int, width: int, crf: int | None, lossless:
         if lossless:
             return "libvpx-vp9", "gbrp", {"lossless": "1"}
         return "libvpx-vp9", "yuv420p", {"crf": str(DEFAULT_CRF["libvpx-vp9"] if crf is None else crf), "b": "0"}
+    no_reordering = {"bf": "0"} if suffix == ".avi" else {}  # AVI stores no presentation times for B-frames
     if lossless:
-        return "libx264rgb", "rgb24", {"qp": "0"}
+        return "libx264rgb", "rgb24", {"qp": "0", **no_reordering}
     pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-    return "libx264", pix_fmt, {"crf": str(DEFAULT_CRF["libx264"] if crf is None else crf)}
+    return "libx264", pix_fmt, {"crf": str(DEFAULT_CRF["libx264"] if crf is None else crf), **no_reordering}
 
 
 class VideoWriter:
