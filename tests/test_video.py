@@ -30,7 +30,7 @@ def moving_shapes(count, height=24, width=32):
     yy, xx = np.mgrid[0:height, 0:width]
     for i in range(count):
         frame = np.empty((height, width, 3), np.uint8)
-        frame[...] = (40 + 3 * i, 80, 120)
+        frame[...] = ((40 + 3 * i) % 256, 80, 120)
         frame[(yy - 8 - i % 8) ** 2 + (xx - 5 - (2 * i) % 20) ** 2 < 25] = (250, 200, 30)
         frame[4:10, (3 * i) % (width - 6):(3 * i) % (width - 6) + 6] = (20, 220, 90)
         yield frame
