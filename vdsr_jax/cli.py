@@ -53,8 +53,8 @@ def report_errors(main):
             message = e if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")
             print("error: " + " ".join(str(message).split()), file=sys.stderr)  # one line, whatever it holds
             return 1
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as e:  # a command may say where it stopped: KeyboardInterrupt("… at frame 57")
+            print(f"error: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
             return 130
 
     return wrapped

@@ -28,25 +28,25 @@ _PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 # ---- listing ---------------------------------------------------------------------------------------------
 
-def is_image_name(relative: Path) -> bool:
-    """An image suffix, and no hidden part on the way (`._photo.png`, `.thumbnails/x.png`)."""
-    return relative.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") for p in relative.parts)
+def is_image_name(relative: Path, suffixes=IMAGE_SUFFIXES) -> bool:
+    """An image suffix (or one of `suffixes`), and no hidden part on the way (`._photo.png`, `.thumbnails/x.png`)."""
+    return relative.suffix.lower() in suffixes and not any(p.startswith(".") for p in relative.parts)
 
 
-def list_images(paths, recursive: bool = False) -> list[Path]:
+def list_images(paths, recursive: bool = False, suffixes=IMAGE_SUFFIXES) -> list[Path]:
     """The given files as they are, and the image files inside the given folders (see LISTING_RULE).
 
-    Folders are searched to any depth with `recursive`, else only directly inside. ImageError for a folder
-    without images.
+    Folders are searched to any depth with `recursive`, else only directly inside. `suffixes` replaces
+    IMAGE_SUFFIXES (e.g. to list videos). ImageError for a folder without such files.
     """
     files = []
     for path in map(Path, paths):
         if path.is_dir():
             candidates = path.rglob("*") if recursive else path.iterdir()
-            found = sorted((p for p in candidates if p.is_file() and is_image_name(p.relative_to(path))),
+            found = sorted((p for p in candidates if p.is_file() and is_image_name(p.relative_to(path), suffixes)),
                            key=lambda p: p.relative_to(path).as_posix())
             if not found:
-                raise ImageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)}; hidden names skipped)")
+                raise ImageError(f"{path} holds no image files ({', '.join(suffixes)}; hidden names skipped)")
             files.extend(found)
         else:
             files.append(path)  # read_image says if it is missing or not an image

@@ -27,6 +27,7 @@ from vdsr_jax.model import VDSR
 from vdsr_jax.resize import BicubicWindows
 
 DEFAULT_TILE = 512
+DEFAULT_BATCH = 4  # windows per network call on the frame path (`upscale_frames`)
 BUCKET = 64  # window sizes are rounded up to multiples of this, so that similar sizes share a compilation
 MIN_SIDE = 2  # MATLAB's bicubic needs two samples per axis to mean anything
 
@@ -129,6 +130,22 @@ class TiledVDSR:
         mask[0, :h, :w, 0] = 1
         return np.asarray(self.compiled(self.params, jnp.asarray(x), jnp.asarray(mask)))[0, :h, :w, 0]
 
+    def windows(self, ys: list[np.ndarray], padded_shape: tuple[int, int], batch: int) -> list[np.ndarray]:
+        """`window` for many windows of one padded shape, `batch` per call; a short last call is filled with
+        empty windows, so every call has one shape and one compilation serves them all. Each output equals
+        what `window` gives for that window alone (XLA CPU computes batch entries independently)."""
+        outs = []
+        for start in range(0, len(ys), batch):
+            chunk = ys[start:start + batch]
+            x = np.zeros((batch, *padded_shape, 1), np.float32)
+            mask = np.zeros_like(x)
+            for i, y in enumerate(chunk):
+                x[i, :y.shape[0], :y.shape[1], 0] = y
+                mask[i, :y.shape[0], :y.shape[1], 0] = 1
+            out = np.asarray(self.compiled(self.params, jnp.asarray(x), jnp.asarray(mask)))
+            outs.extend(out[i, :y.shape[0], :y.shape[1], 0] for i, y in enumerate(chunk))
+        return outs
+
     def run_tiles(self, height: int, width: int, planes_of):
         """The one tile loop: for each tile of a height×width image, yields (core, planes, refined), where
         `planes_of(window)` gives the network's input planes over a window (h×w×C float, plane 0 = Y),
@@ -195,3 +212,51 @@ def upscale_image(pixels: np.ndarray, scale: float, net: TiledVDSR, bicubic: boo
         if progress is not None:
             progress.update(1)
     return out, plain
+
+
+def upscale_frames(items, scale: float, net: TiledVDSR, batch: int = DEFAULT_BATCH):
+    """The frame path of `upscale_image`, streamed: `items` yields (pixels, tag); yields (upscaled pixels, tag)
+    in the same order, each equal to `upscale_image(pixels, scale, net)[0]`.
+
+    Consecutive frames of one shape and dtype are gathered until their tiles fill `batch` windows, which go
+    to the device in one call of the one compiled function for that shape; so memory follows the frame
+    size, the tile size and `batch`, never the number of frames. ImageError for a frame under 2×2."""
+    group, capacity = [], 1
+    for pixels, tag in items:
+        if group and (pixels.shape, pixels.dtype) != (group[0][0].shape, group[0][0].dtype):
+            yield from _upscale_group(group, scale, net, batch)
+            group = []
+        if not group:
+            if min(pixels.shape[:2]) < MIN_SIDE:
+                raise ImageError(f"frame is {pixels.shape[1]}×{pixels.shape[0]} pixels; "
+                                 f"at least {MIN_SIDE}×{MIN_SIDE} needed")
+            tiles = len(net.grid(*BicubicWindows(*pixels.shape[:2], scale).out_shape))
+            capacity = max(1, batch // tiles)
+        group.append((pixels, tag))
+        if len(group) >= capacity:
+            yield from _upscale_group(group, scale, net, batch)
+            group = []
+    if group:
+        yield from _upscale_group(group, scale, net, batch)
+
+
+def _upscale_group(group, scale: float, net: TiledVDSR, batch: int):
+    """(upscaled, tag) of frames of one shape, all their tiles run in batches of `batch` windows."""
+    height, width, channels = group[0][0].shape
+    dtype = group[0][0].dtype
+    windows = BicubicWindows(height, width, scale)
+    shape = net.padded_shape(*windows.out_shape)
+    grid = net.grid(*windows.out_shape)
+    jobs = []
+    for index, (pixels, _) in enumerate(group):
+        planes_of = _planes_of(pixels)
+        jobs.extend((index, tile, windows(planes_of, tile.window)) for tile in grid)
+    ys = net.windows([planes[..., 0] for _, _, planes in jobs], shape, batch)
+    outs = [np.empty((*windows.out_shape, channels), dtype) for _ in group]
+    for (index, tile, planes), y in zip(jobs, ys):
+        core = core_in_window(tile)
+        refined = planes[core].copy()
+        refined[..., 0] = y[core]
+        outs[index][tile.core] = _to_pixels(refined, channels, dtype)
+    for out, (_, tag) in zip(outs, group):
+        yield out, tag

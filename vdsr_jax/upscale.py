@@ -1,19 +1,28 @@
 """Upscale image files with VDSR.
 
     vdsr-upscale INPUT... --scale S -o OUT [--checkpoint DIR|FILE.npz] [--compare] [--tile N] [--overwrite]
+                 [--crf Q] [--lossless] [--batch B]
     (or: python -m vdsr_jax.upscale …)
 
 INPUT: image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them (not recursive; hidden names such as
 macOS `._photo.png` are skipped). With one input file, OUT may be a file name with an image suffix (its
 format is used); otherwise OUT is a folder, created if needed, that receives `<name>_x<S><suffix>` in the
-input's format. `--compare` writes `<output name>_compare.png` beside each output: bicubic | VDSR, labelled.
+input's format. `--compare` writes `<output name>_compare.png` beside each output: bicubic | VDSR, labelled
+(still images only).
+
+Videos (.mp4, .mkv, .avi, .mov, .webm) and images of several frames (animated GIF, WebP and PNG, multi-page
+TIFF) are upscaled frame by frame as a stream (see vdsr_jax.video): frame count, each frame's timing, the
+loop count and the audio streams (copied, not re-encoded) are kept. Video output is H.264 (libx264,
+yuv420p) at --crf 18 (VP9 at --crf 31 for .webm); --lossless writes frames exactly (H.264 RGB qp 0, VP9
+lossless for .webm; lossless WebP). --batch windows go to the device per call. An interrupted run leaves no
+output and says after which frame it stopped.
 
 Colour images go through VDSR on their Y channel (MATLAB YCbCr) with bicubic Cb and Cr; grey images as
 their own Y, and stay grey; alpha (an alpha channel, a palette entry or a PNG colour key) is resized
 bicubic. S may be any number from 1 to 16: the network input is MATLAB's bicubic upscale of Y to
 ceil(S·size). 16-bit images stay 16-bit in PNG and TIFF (JPEG, BMP and WebP hold 8 bits); JPEG and BMP
 cannot hold alpha, WebP at most 16383 pixels a side: such outputs are refused before any work. EXIF
-orientation is applied; metadata is not copied; images of several frames are refused. Large images run in
+orientation is applied; metadata is not copied. Large images run in
 tiles, so memory follows the tile size. Existing outputs are refused unless --overwrite. Files are written
 under a temporary name and renamed when complete. A file that fails is reported at the end, the others are
 still written, and the exit status is then 1.
@@ -30,10 +39,14 @@ from tqdm import tqdm
 from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.errors import ImageError, UserError
 from vdsr_jax.image_io import IMAGE_SUFFIXES, check_encodable, list_images, read_image, refuse_existing, write_image
-from vdsr_jax.inference import DEFAULT_TILE, TiledVDSR, upscale_image
+from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_image
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
+from vdsr_jax.video import ANIMATION_SUFFIXES, FRAME_SUFFIXES, VIDEO_SUFFIXES, is_frame_file, upscale_frame_file
+
+INPUT_SUFFIXES = IMAGE_SUFFIXES + FRAME_SUFFIXES
+OUTPUT_SUFFIXES = tuple(dict.fromkeys(IMAGE_SUFFIXES + ANIMATION_SUFFIXES + VIDEO_SUFFIXES))
 
 
 def parse_scale(text: str) -> float:
@@ -56,7 +69,7 @@ def output_paths(inputs: list[str], files: list[Path], output: Path, scale: floa
     """(input, output) pairs; see the module docstring for the naming. Creates the output folder.
     UserError for names that clash, and (unless `overwrite`) for outputs that exist."""
     single_file = len(inputs) == 1 and len(files) == 1 and not Path(inputs[0]).is_dir()
-    if output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
+    if output.suffix.lower() in OUTPUT_SUFFIXES and not output.is_dir():
         if not single_file:
             raise UserError(f"-o {output} names a file, but there are {len(files)} inputs; give a folder")
         if not output.parent.is_dir():
@@ -85,8 +98,13 @@ def compare_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_compare.png")
 
 
-def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compare: bool, tiles_bar) -> None:
-    """Read, upscale and write one image (and its comparison); ImageError naming the file on failure."""
+def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compare: bool, tiles_bar,
+                 frame_options=None) -> None:
+    """Read, upscale and write one image (and its comparison), or every frame of a video or multi-frame
+    image; ImageError naming the file on failure."""
+    if is_frame_file(source):
+        upscale_frame_file(source, target, scale, net, progress=tiles_bar, **(frame_options or {}))
+        return
     pixels = read_image(source)
     height, width = BicubicWindows(*pixels.shape[:2], scale).out_shape
     check_encodable(target, height, width, pixels.shape[-1])
@@ -101,7 +119,8 @@ def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compa
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vdsr-upscale", description=__doc__)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image, animation or video files, or folders of them")
     parser.add_argument("--checkpoint",
                         help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
                              "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
@@ -111,13 +130,21 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--compare", action="store_true", help="also write a bicubic | VDSR comparison PNG")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in pixels ({DEFAULT_TILE})")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    parser.add_argument("--crf", type=int, default=None,
+                        help="video quality, lower is better (H.264: 0-51, default 18; VP9 .webm: 0-63, default 31)")
+    parser.add_argument("--lossless", action="store_true",
+                        help="videos and WebP animations: store the upscaled frames exactly")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                        help=f"videos and animations: tile windows per device call ({DEFAULT_BATCH})")
     return parser
 
 
 @report_errors
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    files = list_images(args.inputs)
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, got {args.batch}")
+    files = list_images(args.inputs, suffixes=INPUT_SUFFIXES)
     model, params = load_any(args.checkpoint)
     try:
         net = TiledVDSR(model, params, tile=args.tile)
@@ -127,9 +154,11 @@ def main(argv=None) -> int:
     failures = []
     with tqdm(pairs, desc="files", unit="file", disable=None) as files_bar:
         for source, target in files_bar:
-            with tqdm(desc=source.name, unit="tile", leave=False, disable=None) as tiles_bar:
+            unit = "frame" if is_frame_file(source) else "tile"
+            with tqdm(desc=source.name, unit=unit, leave=False, disable=None) as tiles_bar:
                 try:
-                    upscale_file(source, target, args.scale, net, args.compare, tiles_bar)
+                    upscale_file(source, target, args.scale, net, args.compare, tiles_bar,
+                                 dict(crf=args.crf, lossless=args.lossless, batch=args.batch))
                 except UserError as e:
                     failures.append(str(e))
                 else:

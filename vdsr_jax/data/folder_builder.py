@@ -34,6 +34,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # Sub-folder of manual_dir ("" = manual_dir itself) -> exact image count, or None for any.
     FOLDERS: Mapping[str, int | None] = {}
     RECURSIVE: bool = False
+    SUFFIXES: tuple[str, ...] = IMAGE_SUFFIXES  # which files of the folders are listed
 
     def __init__(self, *, file_format: str = "array_record", **kwargs):
         super().__init__(file_format=file_format, **kwargs)
@@ -68,10 +69,10 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             raise DataError(f"{self.name}: no folder {folder}; sub-folders of {root}: {present}. "
                             f"{self._instructions()}")
         try:
-            images = list_images([folder], recursive=self.RECURSIVE)
+            images = list_images([folder], recursive=self.RECURSIVE, suffixes=self.SUFFIXES)
         except ImageError:
             where = "under" if self.RECURSIVE else "directly in"
-            raise DataError(f"{self.name}: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images {where} {folder}. "
+            raise DataError(f"{self.name}: no {'/'.join(s[1:] for s in self.SUFFIXES)} files {where} {folder}. "
                             f"{self._instructions()}") from None
         if count is not None and len(images) != count:
             raise DataError(f"{self.name}: found {len(images)} images in {folder}, expected {count}. "

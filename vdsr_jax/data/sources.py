@@ -19,7 +19,7 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
     """Prepares builder `name` into `data_dir` if needed, then returns its random-access data source.
 
     `tfds.data_source` with array_record storage and a `manual_dir`: `train291`, `set5`, `set14`, `b100`,
-    `urban100`, `image_folder/<name>` build from local folders (see each builder's
+    `urban100`, `image_folder/<name>`, `video_folder/<name>[_every<N>]` build from local folders (see each builder's
     MANUAL_DOWNLOAD_INSTRUCTIONS; without `manual_dir` TFDS looks in `<data_dir>/downloads/manual`);
     `div2k/<config>` is TFDS's own builder, which downloads several GB and needs TensorFlow to prepare.
     `split=None` picks the dataset's only split, or `train`. Once prepared, the data is reused and
