@@ -388,26 +388,27 @@ MULTI_FRAME = {"anim.webp": {"duration": 100}, "anim.gif": {"duration": 100}, "a
 
 
 @pytest.mark.parametrize("name", list(MULTI_FRAME))
-def test_multi_frame_images_are_refused(tmp_path, capsys, tiny, name):
+def test_multi_frame_images_keep_their_frames_in_upscale_and_are_refused_by_evaluate(tmp_path, capsys, tiny, name):
     (tmp_path / "in").mkdir()
     source = frames(tmp_path / "in" / name, **MULTI_FRAME[name])
     with Image.open(source) as im:
         assert im.n_frames == 3  # what the file is, by Pillow
-    one_error_line(capsys, upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
-                                         str(tmp_path / "out")]), name, "3 frames", "only single-frame images")
-    assert not any((tmp_path / "out").iterdir())
-    # GIF is not among the listed suffixes (image_io.IMAGE_SUFFIXES): a folder holding only one has no images
+    assert upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(tmp_path / "out")]) == 0
+    (written,) = (tmp_path / "out").iterdir()
+    with Image.open(written) as im:
+        assert (im.n_frames, im.size) == (3, (48, 48))  # never cut to one frame (vdsr_jax.video)
+    # evaluation stays single-frame; GIF is not among the listed suffixes (image_io.IMAGE_SUFFIXES)
     fragments = ["holds no image files"] if name.endswith(".gif") else [name, "only single-frame images"]
     one_error_line(capsys, evaluate.main(["--checkpoint", str(tiny[0]), "--data-dir", str(tmp_path / "in"),
                                           "--scales", "2", "--json", str(tmp_path / "r.json")]), *fragments)
     assert not (tmp_path / "r.json").exists()
 
 
-def test_multi_frame_image_in_a_subprocess(tmp_path, tiny):
+def test_multi_frame_image_to_a_still_format_is_refused_in_a_subprocess(tmp_path, tiny):
     source = frames(tmp_path / "anim.gif", duration=100)
-    status, _, err = run_cli("upscale", source, "--checkpoint", tiny[0], "--scale", "2", "-o", tmp_path / "o.png")
-    assert_one_error_line(status, err, "only single-frame images")
-    assert not (tmp_path / "o.png").exists()
+    status, _, err = run_cli("upscale", source, "--checkpoint", tiny[0], "--scale", "2", "-o", tmp_path / "o.jpg")
+    assert_one_error_line(status, err, "o.jpg")
+    assert not (tmp_path / "o.jpg").exists()
 
 
 # ---- point 1: grey images stay grey ----------------------------------------------------------------------
