@@ -104,7 +104,7 @@ def write_comparisons(predict: TiledVDSR, images, scale: int, directory: Path, c
         bicubic, target = bicubic_degradation(luminance(image), scale)
         panels = [quantize(p, np.uint8)[..., None] for p in (bicubic, predict(bicubic), target)]
         written.append(write_image(directory / f"compare_{i}_x{scale}.png",
-                                   side_by_side(panels, ["bicubic", f"VDSR ×{scale}", "HR"])))
+                                   side_by_side(panels, ["bicubic", f"VDSR x{scale}", "HR"])))
     return written
 
 
