@@ -1,7 +1,7 @@
 """Inference speed and memory of vdsr_jax against torch_reference (pytorch-vdsr), same weights and input.
 
     python benchmarks/inference.py [--checkpoint DIR] [--sizes 512x512,2000x1500] [--reps 5] [--threads N]
-                                   [--upscale-sizes 1000,3000] [--tile 512]
+                                   [--upscale-sizes 1000,3000] [--tile 512] [--torch-python PATH]
 
 For each Y image size: milliseconds per output megapixel (median of --reps runs after one warm-up) and
 peak RSS of vdsr_jax whole-image, vdsr_jax tiled (as `upscale` runs it) and torch_reference, each measured
@@ -9,7 +9,9 @@ in its own process pinned to the same --threads CPUs (torch told to use that man
 `ratio` = torch ms / jax ms (above 1: jax faster). Then the peak RSS of `python -m vdsr_jax.upscale
 --scale 2` on square RGB inputs of --upscale-sizes, to show that memory follows the tile size rather than
 the image size. Without --checkpoint the published
-pytorch-vdsr weights in ../shared are converted into a temporary folder.
+pytorch-vdsr weights in ../shared are converted into a temporary folder. `--torch-python PATH` runs the
+torch worker in that interpreter (it needs only torch and numpy there; the weights reach it as an .npz
+state_dict), for a Python whose jax is the newest but where torch would be a CUDA download.
 """
 import argparse
 import json
@@ -42,9 +44,14 @@ def test_image(height: int, width: int):
 
 
 def forward_fn(implementation: str, checkpoint: str, tile: int):
-    """A function Y (H×W float32) -> VDSR output that has finished computing when it returns."""
-    import jax
+    """A function Y (H×W float32) -> VDSR output that has finished computing when it returns.
+
+    `checkpoint`: a vdsr_jax checkpoint for the jax implementations, a state_dict .npz for torch."""
     import numpy as np
+
+    if implementation == "torch":
+        return torch_forward_fn(checkpoint)
+    import jax
 
     from vdsr_jax.checkpoint import load_model
 
@@ -56,14 +63,19 @@ def forward_fn(implementation: str, checkpoint: str, tile: int):
         from vdsr_jax.inference import TiledVDSR
 
         return TiledVDSR(model, params, tile=tile)
+    raise ValueError(implementation)
+
+
+def torch_forward_fn(state_npz: str):
+    import numpy as np
     import torch
 
     import torch_reference
-    from vdsr_jax.torch_weights import flax_to_torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     net = torch_reference.Net().eval()
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in flax_to_torch(jax.device_get(params)).items()})
+    with np.load(state_npz) as state:
+        net.load_state_dict({k: torch.from_numpy(state[k]) for k in state.files})
 
     def run(y):
         with torch.inference_mode():
@@ -108,13 +120,37 @@ def upscale_worker(checkpoint: str, source: str, tile: int) -> dict:
     return {"peak_rss_mib": peak_rss_mib(), "seconds": seconds}
 
 
-def in_child(threads: int, *args) -> dict:
-    """Run this script's worker mode in a fresh process on `threads` CPUs; its JSON result."""
-    done = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--worker", *map(str, args)],
+def in_child(threads: int, *args, python: str = sys.executable) -> dict:
+    """Run this script's worker mode in a fresh process (of `python`) on `threads` CPUs; its JSON result."""
+    done = subprocess.run([python, __file__, "--threads", str(threads), "--worker", *map(str, args)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"worker {args} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_torch_state(checkpoint: str, path: Path) -> str:
+    """The checkpoint's weights as a torch_reference state_dict in an .npz (numpy only: any torch reads it)."""
+    import jax
+    import numpy as np
+
+    from vdsr_jax.checkpoint import load_model
+    from vdsr_jax.torch_weights import flax_to_torch
+
+    np.savez(path, **flax_to_torch(jax.device_get(load_model(checkpoint)[1])))
+    return str(path)
+
+
+def versions(torch_python: str) -> str:
+    import platform
+
+    import jax
+    import jaxlib
+
+    torch = subprocess.run([torch_python, "-c", "import platform, torch; "
+                            "print(f'torch {torch.__version__} (Python {platform.python_version()})')"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    return f"jax {jax.__version__} (jaxlib {jaxlib.__version__}, Python {platform.python_version()}); {torch}"
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -130,6 +166,7 @@ def main():
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--upscale-sizes", default="1000,3000", help="sides of the square upscale inputs ('' to skip)")
     parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--torch-python", default=sys.executable, help="interpreter for the torch worker")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -147,14 +184,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint
         if checkpoint is None:
-            from vdsr_jax.torch_weights import from_torch
-
-            checkpoint = str(from_torch(PRETRAINED, Path(tmp) / "ckpt")[0])
+            checkpoint = str(Path(tmp) / "ckpt")  # converted by the torch interpreter: conversion reads torch files
+            subprocess.run([args.torch_python, "-m", "vdsr_jax.convert", "--from-torch", str(PRETRAINED), "--out",
+                            checkpoint], cwd=REPO, check=True, capture_output=True)
+        torch_state = write_torch_state(checkpoint, Path(tmp) / "torch_state.npz")
+        print(versions(args.torch_python))
         print(f"CPU threads: {args.threads}; median of {args.reps} runs; tile {args.tile}")
         print("| Y input | implementation | ms per output MP | peak RSS MiB | ratio |")
         print("| --- | --- | ---: | ---: | ---: |")
         for height, width in parse_sizes(args.sizes):
-            results = {impl: in_child(args.threads, impl, checkpoint, height, width, args.reps, args.tile)
+            results = {impl: in_child(args.threads, impl, torch_state if impl == "torch" else checkpoint, height,
+                                      width, args.reps, args.tile,
+                                      python=args.torch_python if impl == "torch" else sys.executable)
                        for impl in IMPLEMENTATIONS}
             torch_ms = results["torch"]["ms_per_mp"]
             for impl, r in results.items():

@@ -26,6 +26,7 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def pretrained_checkpoint(tmp_path_factory) -> Path:
     """The published pytorch-vdsr weights converted once per session to a vdsr_jax checkpoint."""
+    pytest.importorskip("torch", reason="converting the published weights needs torch (pip install -e \".[test]\")")
     from vdsr_jax.torch_weights import from_torch
 
     return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the reference model): pip install -e \".[test]\"")
 
 import torch_reference
 from conftest import PRETRAINED, assert_one_error_line, require, run_cli

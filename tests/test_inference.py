@@ -3,9 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
-import torch_reference
 from vdsr_jax import checkpoint
 from vdsr_jax.torch_weights import flax_to_torch
 from vdsr_jax.inference import TiledVDSR, tile_grid
@@ -51,6 +49,9 @@ def test_tiled_equals_whole_image_and_torch(pretrained, tile):
     y = smooth_image(150, 131)
     tiled = TiledVDSR(model, params, tile=tile)(y)
     np.testing.assert_allclose(tiled, whole_image(model, params, y), atol=1e-5, rtol=0)
+
+    torch = pytest.importorskip("torch", reason="needs torch (the reference model): pip install -e \".[test]\"")
+    import torch_reference
 
     net = torch_reference.Net()
     net.load_state_dict({k: torch.from_numpy(v) for k, v in flax_to_torch(jax.device_get(params)).items()})

@@ -6,7 +6,8 @@ import types
 import jax
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="needs torch (the reference model): pip install -e \".[test]\"")
 from PIL import Image
 from torch import nn
 
