@@ -106,7 +106,7 @@ def jax_parts(batch: int, steps: int, reps: int) -> dict:
         loss.block_until_ready()
 
     out = {"step": timeit(run_step, steps, reps)}
-    sampler = jax.jit(lambda s, k: input_pipeline.sample_patches(s, k, jnp.arange(batch), PATCH, True))
+    sampler = jax.jit(lambda s, k: patches.sample_patches(s, k, jnp.arange(batch), PATCH, True))
     out["sampler"] = timeit(lambda: jax.block_until_ready(sampler(source, key)), steps * 3, reps)
 
     params = holder["state"].params
