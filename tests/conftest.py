@@ -16,6 +16,14 @@ BENCHMARKS = SHARED / "data" / "benchmarks"
 TRAIN291 = SHARED / "data" / "train291"
 
 
+TORCH_REASON = "needs torch (the reference model, torch files): pip install -e \".[test]\""
+
+
+def needs_torch():
+    """The torch module; skips the calling test (with a reason) where torch is not installed."""
+    return pytest.importorskip("torch", reason=TORCH_REASON)
+
+
 def require(path: Path) -> Path:
     """Skip the calling test when `path` (part of ../shared) is absent."""
     if not path.exists():
@@ -26,7 +34,7 @@ def require(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def pretrained_checkpoint(tmp_path_factory) -> Path:
     """The published pytorch-vdsr weights converted once per session to a vdsr_jax checkpoint."""
-    pytest.importorskip("torch", reason="converting the published weights needs torch (pip install -e \".[test]\")")
+    needs_torch()
     from vdsr_jax.torch_weights import from_torch
 
     return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]

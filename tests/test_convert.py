@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs torch (the reference model): pip install -e \".[test]\"")
+from conftest import needs_torch  # noqa: E402 - before any torch import
 
+torch = needs_torch()
 import torch_reference
 from conftest import PRETRAINED, assert_one_error_line, require, run_cli
 from vdsr_jax import convert, torch_weights

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +89,7 @@ def test_pack_equals_the_training_y_of_every_original(tmp_path):
 
 
 def test_tiny_run_end_to_end(tmp_path):
+    needs_torch()  # the run measures torch_reference beside vdsr_jax
     shared = synthetic_shared(tmp_path / "shared")
     pack_device_data.pack(shared, tmp_path / "pack", wheels=False)
     out = tmp_path / "out"

@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import needs_torch
+
 from vdsr_jax import checkpoint
 from vdsr_jax.torch_weights import flax_to_torch
 from vdsr_jax.inference import TiledVDSR, tile_grid
@@ -50,7 +52,7 @@ def test_tiled_equals_whole_image_and_torch(pretrained, tile):
     tiled = TiledVDSR(model, params, tile=tile)(y)
     np.testing.assert_allclose(tiled, whole_image(model, params, y), atol=1e-5, rtol=0)
 
-    torch = pytest.importorskip("torch", reason="needs torch (the reference model): pip install -e \".[test]\"")
+    torch = needs_torch()
     import torch_reference
 
     net = torch_reference.Net()

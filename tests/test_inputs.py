@@ -11,11 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from conftest import assert_one_error_line, run_cli
+from conftest import assert_one_error_line, needs_torch, run_cli
 from PIL import Image
 
-import torch_reference
 from vdsr_jax import checkpoint, convert, evaluate, image_io, upscale
 from vdsr_jax import data as datasets
 from vdsr_jax.configs import demo
@@ -38,6 +36,9 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Files of the wrong kind: a torch state_dict as torch.save writes it, and plain text."""
+    torch = needs_torch()
+    import torch_reference
+
     root = tmp_path_factory.mktemp("files")
     torch.manual_seed(0)
     torch.save(torch_reference.Net().state_dict(), root / "model_epoch_50.pth")
@@ -72,8 +73,10 @@ def snapshot(path):
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def torch_state(params, dtype=torch.float32) -> collections.OrderedDict:
+def torch_state(params, dtype: str = "float32") -> collections.OrderedDict:
     """pytorch-vdsr state_dict (OIHW) of TINY params, derived here rather than with torch_weights."""
+    torch = needs_torch()
+    dtype = getattr(torch, dtype)
     return collections.OrderedDict(
         (f"{name}.weight", torch.tensor(np.transpose(np.asarray(params[f"conv_{i}"]["kernel"]), (3, 2, 0, 1)),
                                         dtype=dtype))
@@ -82,6 +85,7 @@ def torch_state(params, dtype=torch.float32) -> collections.OrderedDict:
 
 def flax_kernels(state) -> list[np.ndarray]:
     """The HWIO float32 kernels a state_dict stands for, upcast by torch itself."""
+    torch = needs_torch()
     return [np.transpose(state[f"{name}.weight"].to(torch.float32).numpy(), (2, 3, 1, 0)) for name in TORCH_NAMES]
 
 
@@ -155,8 +159,9 @@ def test_training_data_folders_given_a_file(files, field):
 
 # ---- b. tensor dtypes -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_weights_convert_exactly(tmp_path, capsys, tiny, dtype):
+    torch = needs_torch()
     state = torch_state(tiny[1], dtype)
     torch.save(state, tmp_path / "half.pth")
     assert convert.main(["--from-torch", str(tmp_path / "half.pth"), "--out", str(tmp_path / "ckpt")]) == 0
@@ -167,6 +172,7 @@ def test_half_precision_weights_convert_exactly(tmp_path, capsys, tiny, dtype):
 
 
 def test_float64_weights_round_with_one_note(tmp_path, capsys):
+    torch = needs_torch()
     torch.manual_seed(0)
     state = collections.OrderedDict((f"{name}.weight", torch.randn(shape, dtype=torch.float64))
                                     for name, shape in zip(TORCH_NAMES, [(8, 1, 3, 3), (8, 8, 3, 3), (1, 8, 3, 3)]))
@@ -179,7 +185,7 @@ def test_float64_weights_round_with_one_note(tmp_path, capsys):
 
 
 def test_integer_weights_are_refused(tmp_path, capsys, tiny):
-    torch.save(torch_state(tiny[1], torch.int32), tmp_path / "int.pth")
+    needs_torch().save(torch_state(tiny[1], "int32"), tmp_path / "int.pth")
     one_error_line(capsys, convert.main(["--from-torch", str(tmp_path / "int.pth"), "--out", str(tmp_path / "c")]),
                    "torch.int32", "floating point")
     assert not (tmp_path / "c").exists()
@@ -188,7 +194,7 @@ def test_integer_weights_are_refused(tmp_path, capsys, tiny):
 # ---- c. writing where an output already is -----------------------------------------------------------------
 
 def test_convert_refuses_an_existing_checkpoint_and_overwrite_replaces_a_training_run(tmp_path, capsys, tiny):
-    torch.save(torch_state(tiny[1]), tmp_path / "w.pth")
+    needs_torch().save(torch_state(tiny[1]), tmp_path / "w.pth")
     out = tmp_path / "D"
     argv = ["--from-torch", str(tmp_path / "w.pth"), "--out", str(out)]
     assert convert.main(argv) == 0
@@ -221,7 +227,7 @@ def test_to_torch_evaluate_json_and_upscale_refuse_existing_outputs(tmp_path, ca
         assert target.read_bytes() == b"old"
         assert module.main([*argv, str(target), "--overwrite"]) == 0
         capsys.readouterr()
-    state = torch.load(tmp_path / "out.pth", weights_only=True)
+    state = needs_torch().load(tmp_path / "out.pth", weights_only=True)
     np.testing.assert_array_equal(state["output.weight"].numpy(),
                                   np.transpose(np.asarray(tiny[1]["conv_2"]["kernel"]), (3, 2, 0, 1)))
     assert json.loads((tmp_path / "out.json").read_text())["results"][0]["images"] == 1

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="needs torch (the reference model): pip install -e \".[test]\"")
+from conftest import needs_torch  # noqa: E402 - before any torch import
+
+torch = needs_torch()
 from PIL import Image
 from torch import nn
 
