@@ -140,9 +140,9 @@ def make_tree(root: Path, layout: dict[str, int]) -> Path:
 @pytest.mark.parametrize("name, layout, message", [
     ("set5", None, r"(?s)Manual directory \S*manual does not exist or is empty.*Set5/"),
     ("train291", {"T91": 91}, r"no folder \S*BSD200; sub-folders of \S*: \['T91'\]"),
-    ("set14", {"Set14": 0, "other": 1}, r"no png/.*/webp images directly in \S*Set14"),
+    ("set14", {"Set14": 0, "other": 1}, r"no png/.*/webp files directly in \S*Set14"),
     ("set5", {"Set5": 4}, r"found 4 images in \S*Set5, expected 5"),
-    ("image_folder/empty", {"sub": 0}, r"no png/.*/webp images under \S*manual"),
+    ("image_folder/empty", {"sub": 0}, r"no png/.*/webp files under \S*manual"),
 ])
 def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, message):
     manual = tmp_path / "manual"
