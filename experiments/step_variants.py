@@ -131,8 +131,10 @@ def main():
             else:
                 st = state0
             holders[name] = [step, jax.device_put(jax.tree.map(lambda a: jax.numpy.array(a, copy=True), st), replicated(mesh))]
+            start = time.perf_counter()
             holders[name][1], loss = step(holders[name][1], source, key)  # compile
             loss.block_until_ready()
+            print(f"  batch {batch} {name}: compiled and ran once in {time.perf_counter() - start:.0f} s", flush=True)
         worker = subprocess.Popen([args.torch_python, __file__, "--torch-worker", "--batch", str(batch), "--steps",
                                    str(args.steps), "--reps", str(args.reps)], cwd=REPO, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
@@ -145,6 +147,7 @@ def main():
                     loss.block_until_ready()
                 holders[name][1] = st
                 times[name].append((time.perf_counter() - start) / args.steps * 1e3)
+                print(f"  batch {batch} {name}: {times[name][-1]:.0f} ms (torch {times['torch'][-1]:.0f} ms)", flush=True)
             worker.stdin.write("\n")
             worker.stdin.flush()
         worker.wait()
