@@ -212,6 +212,7 @@ def test_convert_refuses_an_existing_checkpoint_and_overwrite_replaces_a_trainin
 
 
 def test_to_torch_evaluate_json_and_upscale_refuse_existing_outputs(tmp_path, capsys, tiny):
+    needs_torch()  # to_torch writes a torch file
     folder = str(tiny[0])
     cases = {
         "out.pth": (convert, ["--to-torch", folder, "--out"]),

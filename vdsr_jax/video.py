@@ -39,6 +39,9 @@ _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".we
 _PILLOW_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
 
+# PyAV < 19 decodes container metadata strictly unless told otherwise; 19 dropped the option (and the strictness).
+_LENIENT_METADATA = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
 
 class Frame(NamedTuple):
     """One decoded frame: H×W×C pixels and its timing (`pts` in the reader's `time_base`, or `duration` in
@@ -84,7 +87,7 @@ class VideoReader:
         if not self.path.is_file():
             raise ImageError(f"{self.path}: no such file" if not self.path.exists() else f"{self.path}: not a file")
         try:
-            self.container = av.open(str(self.path), metadata_errors="ignore")
+            self.container = av.open(str(self.path), **_LENIENT_METADATA)
         except av.error.FFmpegError as e:
             raise ImageError(f"{self.path}: not a readable video ({_reason(e)})") from None
         try:
