@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vdsr_jax import checkpoint, distributed
+from vdsr_jax import checkpoint, distributed, preemption
 from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches
 from vdsr_jax.errors import ConfigError, TrainingDiverged
@@ -169,33 +169,38 @@ def train_and_evaluate(config, workdir) -> dict:
                                           config.loss_scale)
     progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
+    stop = preemption.StopRequest()
     try:
-        for step in range(start + 1, total_steps + 1):
-            state, loss = train_step(state, device_source, data_key)
-            window.append(loss)
-            progress.update(1)
-            logging = step % config.log_every_steps == 0 or step == total_steps
-            evaluating = step % config.eval_every_steps == 0 or step == total_steps
-            saving = step % config.checkpoint_every_steps == 0 or step == total_steps
-            if not (logging or evaluating or saving):
-                continue
-            losses = _check_finite(window, step - len(window) + 1, manager)
-            rate = len(window) / (time.perf_counter() - window_start)
-            if writer:
-                writer.write(step, {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
-                                    "patches_per_second": rate * config.batch_size})
-            progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
-            if evaluating:
-                metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,
-                                   config.eval_scales)
+        with stop:
+            for step in range(start + 1, total_steps + 1):
+                state, loss = train_step(state, device_source, data_key)
+                window.append(loss)
+                progress.update(1)
+                stopping = stop.reached(step) and step < total_steps
+                logging = step % config.log_every_steps == 0 or step == total_steps or stopping
+                evaluating = step % config.eval_every_steps == 0 or step == total_steps
+                saving = step % config.checkpoint_every_steps == 0 or step == total_steps or stopping
+                if not (logging or evaluating or saving):
+                    continue
+                losses = _check_finite(window, step - len(window) + 1, manager)
+                rate = len(window) / (time.perf_counter() - window_start)
                 if writer:
-                    writer.write(step, metrics)
-                    writer.plot()
-            if saving:
-                psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
-                best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
-                checkpoint.save_training(manager, state, model, data_key, best)
-            window, window_start = [], time.perf_counter()
+                    writer.write(step, {"loss": losses.mean(), "lr": float(lr_at(step - 1)),
+                                        "steps_per_second": rate, "patches_per_second": rate * config.batch_size})
+                progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
+                if evaluating:
+                    metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,
+                                       config.eval_scales)
+                    if writer:
+                        writer.write(step, metrics)
+                        writer.plot()
+                if saving:
+                    psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
+                    best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
+                    checkpoint.save_training(manager, state, model, data_key, best)
+                window, window_start = [], time.perf_counter()
+                if stopping:
+                    raise stop.stopped(step, manager.directory)
     finally:
         progress.close()
         manager.close()
