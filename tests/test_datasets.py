@@ -155,7 +155,7 @@ def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, m
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="would start a ~4 GB download")
 def test_div2k_says_tensorflow_is_needed_before_downloading(tmp_path):
-    with pytest.raises(DataError, match="needs TensorFlow.*image_folder"):
+    with pytest.raises(DataError, match="needs TensorFlow.*div2k_hr"):
         datasets.load("div2k/bicubic_x2", tmp_path)
 
 

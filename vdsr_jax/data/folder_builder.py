@@ -5,6 +5,7 @@ sub-folders of `manual_dir` hold how many images; preparing, the feature spec
 and error messages live here once.
 """
 
+import sys
 import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -82,5 +83,18 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return " ".join(textwrap.dedent(self.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
 
     def _generate_examples(self, root, files: list[Path]) -> Iterator[tuple[str, dict]]:
+        """One example per readable file. The rule for a damaged or unreadable file: skipped with a warning
+        on stderr naming it, and the count reported at the end; DataError if none is readable."""
+        skipped = []
         for path in files:
-            yield path.relative_to(root).as_posix(), {"png": encode_image(read_image(path), "PNG"), "name": path.stem}
+            try:
+                pixels = read_image(path)
+            except ImageError as e:
+                skipped.append(path)
+                print(f"warning: {self.name}: skipping unreadable image {e}", file=sys.stderr)
+                continue
+            yield path.relative_to(root).as_posix(), {"png": encode_image(pixels, "PNG"), "name": path.stem}
+        if skipped:
+            print(f"warning: {self.name}: skipped {len(skipped)} unreadable of {len(files)} images", file=sys.stderr)
+        if len(skipped) == len(files):
+            raise DataError(f"{self.name}: none of the {len(files)} images in {root} is readable")

@@ -1,0 +1,59 @@
+"""The budgeted pool mode: tiles equal the whole-image MATLAB pipeline, the pool is a pure function of
+(seed, step), budgets too small for one batch are refused."""
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from vdsr_jax.color import luminance
+from vdsr_jax.data import pool
+from vdsr_jax.resize import bicubic_degradation, imresize, modcrop
+
+
+@pytest.mark.parametrize("downsize", [1.0, 0.7, 0.5])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_tiles_equal_the_whole_image_matlab_pair_cropped(downsize, scale):
+    rng = np.random.default_rng(scale)
+    image = (rng.random((83, 71, 3)) * 255).astype(np.uint8)
+    variant = luminance(image, integer=True)
+    variant = variant if downsize == 1 else imresize(variant, downsize)
+    whole_input, whole_target = bicubic_degradation(modcrop(variant, scale), scale)
+    vh, vw = whole_target.shape
+    assert (vh, vw) == pool.variant_shape(83, 71, downsize, scale)
+    for top, left, th, tw in [(0, 0, 17, 19), (vh - 17, vw - 13, 17, 13), (5, 7, 20, 20), (0, 0, vh, vw)]:
+        tile_input, tile_target = pool.tile_pair(image, downsize, scale, top, left, th, tw)
+        np.testing.assert_allclose(tile_target, whole_target[top:top + th, left:left + tw], atol=1e-12, rtol=0)
+        np.testing.assert_allclose(tile_input, whole_input[top:top + th, left:left + tw], atol=1e-12, rtol=0)
+
+
+def data_config(**overrides):
+    config = ml_collections.ConfigDict(dict(mode="pool", device_budget_mib=1.0, host_budget_mib=64.0, tile_size=32,
+                                            tiles_per_image=2, refresh_tiles=4, refresh_every_steps=3, workers=1))
+    config.update(overrides)
+    return config
+
+
+def test_the_pool_at_any_step_is_the_same_whether_refreshed_or_rebuilt():
+    rng = np.random.default_rng(0)
+    images = [(rng.random((40 + 9 * i, 50 + 5 * i, 3)) * 255).astype(np.uint8) for i in range(5)]
+    store = pool.ImageStore(images)
+    cat = pool.catalogue(pool.read_shapes(store), (2, 3), (1.0, 0.7), 17)
+    lay = pool.layout(data_config(device_budget_mib=0.1), 17)
+    assert lay.slots == 12  # ⌊0.1 MiB / (8·32² + 12 B)⌋ = 12, a multiple of refresh_tiles
+    refreshed = pool.TilePool(store, cat, lay, seed=7, workers=1)
+    for step in range(0, 13):
+        live = refreshed.source_for(step)
+    rebuilt = pool.TilePool(store, cat, lay, seed=7, workers=1).source_for(12)
+    for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(rebuilt)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert len(set(np.asarray(rebuilt.scales).tolist())) == 2
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (dict(device_budget_mib=0.01), "device_budget_mib=0.01 is too small for one refresh"),
+    (dict(tile_size=8), "tile_size=8 is smaller than the patch"),
+    (dict(refresh_tiles=3), "multiple of data.tiles_per_image"),
+])
+def test_a_pool_that_cannot_hold_a_batch_is_refused(overrides, words):
+    with pytest.raises(ValueError, match=words):
+        pool.layout(data_config(**overrides), 17)
