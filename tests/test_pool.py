@@ -1,5 +1,8 @@
 """The budgeted pool mode: tiles equal the whole-image MATLAB pipeline, the pool is a pure function of
 (seed, step), budgets too small for one batch are refused."""
+import subprocess
+import sys
+
 import jax
 import ml_collections
 import numpy as np
@@ -57,3 +60,48 @@ def test_the_pool_at_any_step_is_the_same_whether_refreshed_or_rebuilt():
 def test_a_pool_that_cannot_hold_a_batch_is_refused(overrides, words):
     with pytest.raises(ValueError, match=words):
         pool.layout(data_config(**overrides), 17)
+
+
+def write_div2k_stand_in(root, count=5):
+    """DIV2K's layout with small random PNGs, and one damaged file in the middle of the train folder."""
+    from vdsr_jax.image_io import write_image
+
+    rng = np.random.default_rng(0)
+    for folder, names in (("DIV2K_train_HR", range(1, count + 1)), ("DIV2K_valid_HR", [801])):
+        (root / folder).mkdir(parents=True)
+        for i in names:
+            write_image(root / folder / f"{i:04d}.png", (rng.random((60 + 7 * (i % 5), 80, 3)) * 255).astype(np.uint8))
+    (root / "DIV2K_train_HR" / "0003.png").write_bytes(b"not a png")
+
+
+def test_div2k_config_trains_from_the_pool_and_resumes_bit_exact(tmp_path):
+    """The div2k config on a generated stand-in: the damaged image is skipped with a warning naming it, and
+    6 straight steps equal 3 steps + a resume to 6 (the pool rebuilt mid-way through its refresh cycle)."""
+    from conftest import BENCHMARKS, ROOT, TINY, final_params, require
+
+    write_div2k_stand_in(tmp_path / "DIV2K")
+    common = ["--config.train_manual_dir", str(tmp_path / "DIV2K"), f"--config.eval_sets.set5={require(BENCHMARKS)}",
+              "--config.eval_sets.set14=skimage:camera", "--config.eval_scales=(2,)", "--config.eval_every_steps=100",
+              "--config.data.tile_size=32", "--config.data.tiles_per_image=2", "--config.data.refresh_tiles=4",
+              "--config.data.refresh_every_steps=2", "--config.data.device_budget_mib=0.25"]
+
+    tiny = [a for a in TINY if not a.startswith(("--config.train_data", "--config.eval_sets"))]
+
+    def start(workdir, steps):
+        command = [sys.executable, "-m", "vdsr_jax.train", "--config", "div2k", f"--workdir={workdir}", *tiny,
+                   f"--config.data_dir={workdir}_data", *common, f"--config.num_steps={steps}"]
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    runs = {name: start(tmp_path / name, steps) for name, steps in (("straight", 6), ("resumed", 3))}
+    outputs = {name: p.communicate(timeout=400) for name, p in runs.items()}
+    for name, p in runs.items():
+        assert p.returncode == 0, outputs[name][1][-2000:]
+    stdout, stderr = outputs["straight"]
+    assert "skipping unreadable image" in stderr and "0003.png" in stderr and "skipped 1 unreadable of 5" in stderr
+    assert "data: pool mode, 4 images, 28 tiles of 32²" in stdout and "set14_x2" in stdout
+    resumed = start(tmp_path / "resumed", 6)
+    stdout, stderr = resumed.communicate(timeout=400)
+    assert resumed.returncode == 0 and "resuming from step 3" in stdout, stderr[-2000:]
+    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")),
+                    jax.tree.leaves(final_params(tmp_path / "resumed"))):
+        np.testing.assert_array_equal(a, b)
