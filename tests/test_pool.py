@@ -105,3 +105,24 @@ def test_div2k_config_trains_from_the_pool_and_resumes_bit_exact(tmp_path):
     for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")),
                     jax.tree.leaves(final_params(tmp_path / "resumed"))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bad_data_is_one_clear_error_before_anything_compiles():
+    """A budget too small for one batch, pairs over the budget, a dataset smaller than one patch."""
+    from vdsr_jax.configs import demo
+    from vdsr_jax.errors import ConfigError
+    from vdsr_jax.training import exact_pairs, validate_config
+
+    config = demo.get_config()
+    config.data.mode, config.data.device_budget_mib = "pool", 1.0
+    with pytest.raises(ConfigError, match=r"^config.data.device_budget_mib=1 is too small for one refresh of 64 "
+                                          r"tiles of 256×256 .* needs ≥ 33 MiB"):
+        validate_config(config, device_count=1)
+    config = demo.get_config()
+    config.train_data, config.data.device_budget_mib = "skimage:coins", 1.0
+    with pytest.raises(ConfigError, match=r"the exact mode needs \d+ MiB on each device, over "
+                                          r"config.data.device_budget_mib=1; .* mode='pool'"):
+        exact_pairs(config, None, print)
+    config.patch_size = 400
+    with pytest.raises(ConfigError, match="no training image is at least 400×400"):
+        exact_pairs(config, None, print)

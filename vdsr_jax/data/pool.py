@@ -155,7 +155,7 @@ def layout(data_config, patch_size: int) -> PoolLayout:
     slots = int(data_config.device_budget_mib * 2**20 // slot_bytes) // refresh * refresh
     if slots < refresh:
         need = math.ceil(refresh * slot_bytes / 2**20)
-        raise ValueError(f"data.device_budget_mib={data_config.device_budget_mib} is too small for one refresh "
+        raise ValueError(f"data.device_budget_mib={data_config.device_budget_mib:g} is too small for one refresh "
                          f"of {refresh} tiles of {tile}×{tile} (one batch's pool): it needs ≥ {need} MiB")
     return PoolLayout(slots, tile, per_image, refresh, int(data_config.refresh_every_steps))
 
