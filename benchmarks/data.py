@@ -156,7 +156,8 @@ def train_run(data_dir: Path, manual: Path, steps: int, budget_mib: float, host_
     workdir = data_dir.parent / "run"
     command = [sys.executable, "-m", "vdsr_jax.train", "--config", "div2k", f"--workdir={workdir}",
                f"--config.data_dir={data_dir}", f"--config.train_manual_dir={manual}",
-               f"--config.eval_sets.set5={SHARED / 'benchmarks'}", f"--config.eval_sets.set14={SHARED / 'benchmarks'}",
+               f"--config.eval_sets.set5={SHARED / 'benchmarks'}",
+               f"--config.eval_sets.set14={SHARED / 'benchmarks'}",
                f"--config.num_steps={steps}", "--config.eval_scales=(2,)", "--config.log_every_steps=1",
                f"--config.data.device_budget_mib={budget_mib}", f"--config.data.host_budget_mib={host_budget_mib}",
                "--config.comparison_images=0"]

@@ -29,7 +29,6 @@ import os
 from typing import NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vdsr_jax.color import luminance
