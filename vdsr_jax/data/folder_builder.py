@@ -5,16 +5,31 @@ sub-folders of `manual_dir` hold how many images; preparing, the feature spec
 and error messages live here once.
 """
 
+import importlib.util
+import os
 import sys
 import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from vdsr_jax.errors import DataError, ImageError
 from vdsr_jax.image_io import IMAGE_SUFFIXES, encode_image, list_images, read_image
+
+
+def _tf_free_spill() -> None:
+    """TFDS's writer spills a split of over 1 GB to disk through `tf.io.gfile` (tensorflow_datasets.core.
+    shuffle), which fails without TensorFlow (DIV2K is ~3.5 GB of PNG): without it, spill to local files."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return
+    from tensorflow_datasets.core import shuffle
+
+    gfile = SimpleNamespace(GFile=lambda path, mode="r": open(path, mode), exists=os.path.exists, remove=os.remove)
+    shuffle.tf = SimpleNamespace(io=SimpleNamespace(gfile=gfile),
+                                 errors=SimpleNamespace(ResourceExhaustedError=MemoryError))
 
 
 class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -54,6 +69,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager):
+        _tf_free_spill()
         try:
             root = dl_manager.manual_dir
         except AssertionError as e:  # TFDS's way of saying "missing or empty".
