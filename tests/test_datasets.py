@@ -155,7 +155,7 @@ def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, m
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="would start a ~4 GB download")
 def test_div2k_says_tensorflow_is_needed_before_downloading(tmp_path):
-    with pytest.raises(DataError, match="needs TensorFlow.*image_folder"):
+    with pytest.raises(DataError, match="needs TensorFlow.*div2k_hr"):
         datasets.load("div2k/bicubic_x2", tmp_path)
 
 
@@ -186,3 +186,13 @@ def test_prepare_and_read_without_tensorflow(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_split_over_the_writers_memory_buffer_prepares_without_tensorflow(tmp_path, monkeypatch):
+    """TFDS spills a split over 1 GB (DIV2K) to disk; with a 1-byte buffer the spill path runs here."""
+    from tensorflow_datasets.core import shuffle
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1)
+    make_tree(tmp_path / "images", {"x": 3})
+    images = datasets.load_images("image_folder/spilled", tmp_path / "data", tmp_path / "images")
+    assert len(images) == 3

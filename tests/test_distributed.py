@@ -56,13 +56,20 @@ def start_two_processes(workdir, *overrides, cache) -> list:
                       f"--process_id={rank}", env=env, wait=False) for rank in (0, 1)]
 
 
-def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path):
+POOL = ["--config.data.mode=pool", "--config.data.tile_size=32", "--config.data.tiles_per_image=2",
+        "--config.data.refresh_tiles=4", "--config.data.refresh_every_steps=2", "--config.data.device_budget_mib=0.25"]
+
+
+@pytest.mark.parametrize("data", [[], POOL], ids=["exact", "pool"])
+def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path, data):
+    """Pool mode: each process builds half of the tile groups (all-gathered); the resume at step 2 rebuilds
+    the pool of pool-epoch 1 from scratch."""
     one, two, cache = tmp_path / "one_process", tmp_path / "two_processes", tmp_path / "cache"
-    baseline = train_cli(one, "--config.num_steps=3", env={**CPU, "XLA_FLAGS": ""}, wait=False)
-    finish([baseline, *start_two_processes(two, "--config.num_steps=2", cache=cache)])
+    baseline = train_cli(one, "--config.num_steps=3", *data, env={**CPU, "XLA_FLAGS": ""}, wait=False)
+    finish([baseline, *start_two_processes(two, "--config.num_steps=2", *data, cache=cache)])
     assert saved_steps(two) == [2]
     (first_stdout, _), (second_stdout, second_stderr) = finish(start_two_processes(two, "--config.num_steps=3",
-                                                                                   cache=cache))
+                                                                                   *data, cache=cache))
     assert "resuming from step 2" in first_stdout and "final evaluation" in first_stdout
     printed = [line for line in second_stdout.splitlines() if not line.startswith("[Gloo]")]  # gloo's own
     assert printed == [] and "step/s" not in second_stderr  # process 1 neither prints nor shows progress

@@ -193,3 +193,34 @@ def test_checkpoints_keep_the_last_k_and_the_best_by_psnr(tmp_path):
     manager.close()
     kept = sorted(int(p.name) for p in tmp_path.iterdir() if p.name.isdigit())
     assert kept == [2, 5, 6]  # the best (35 dB at step 2) and the latest two
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
+def test_sigterm_mid_run_saves_at_the_next_step_and_the_restart_is_bit_exact(tmp_path, signum):
+    """A preemption notice (SIGINT behaves the same; see vdsr_jax.preemption) between periodic checkpoints:
+    the run saves the step it is on, exits 128 + signal, and the restart ends with the uninterrupted run's
+    parameters."""
+    run = ["--config.num_steps=14", "--config.checkpoint_every_steps=100", "--config.eval_every_steps=100"]
+    straight = train_cli(tmp_path / "straight", *run, wait=False)
+    interrupted = tmp_path / "interrupted"
+    process = train_cli(interrupted, *run, wait=False)
+    deadline = time.time() + 300
+    metrics = interrupted / "metrics.jsonl"
+    while not (metrics.exists() and any(json.loads(line)["step"] >= 4 for line in metrics.read_text().splitlines()
+                                        if line.strip())):
+        assert process.poll() is None and time.time() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.05)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith(f"stopped by {signal.Signals(signum).name} after step") and "Traceback" not in stderr
+    stopped_at = int(message.split("after step ")[1].split(";")[0])
+    assert 4 <= stopped_at < 14 and saved_steps(interrupted) == [stopped_at]
+    code, stdout, stderr = train_cli(interrupted, *run)
+    assert code == 0, stderr[-2000:]
+    assert f"resuming from step {stopped_at}" in stdout
+    straight.communicate(timeout=300)
+    assert straight.returncode == 0
+    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")), jax.tree.leaves(final_params(interrupted))):
+        np.testing.assert_array_equal(a, b)

@@ -2,7 +2,8 @@
 statuses, and quiet logging.
 
 A `UserError` (`vdsr_jax.errors`) ends a command with one `error: …` line on stderr and exit status 1; an
-OSError (a full disk, a permission) likewise; Ctrl-C with one line and status 130. Anything else is a
+OSError (a full disk, a permission) likewise; Ctrl-C with one line and status 130 (training: see
+`vdsr_jax.preemption`, which saves first and exits 128 + the signal number). Anything else is a
 programming error and keeps its traceback.
 """
 import argparse
@@ -12,7 +13,7 @@ import os
 import sys
 import warnings
 
-from vdsr_jax.errors import UserError
+from vdsr_jax.errors import TrainingStopped, UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -49,6 +50,9 @@ def report_errors(main):
         quiet_logging()
         try:
             return main(argv)
+        except TrainingStopped as e:  # a clean stop on SIGINT/SIGTERM: the message, no "error:"
+            print(e, file=sys.stderr)
+            return e.exit_status
         except (UserError, OSError) as e:
             message = e if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")
             print("error: " + " ".join(str(message).split()), file=sys.stderr)  # one line, whatever it holds

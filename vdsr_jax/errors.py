@@ -32,6 +32,15 @@ class TrainingDiverged(UserError):
     """The training loss stopped being finite."""
 
 
+class TrainingStopped(UserError):
+    """A run stopped on request (SIGINT/SIGTERM) after saving a checkpoint: not a failure, but the command
+    exits with 128 + the signal number, as a shell reports a process the signal ended."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 class DistributedError(UserError):
     """Multi-process settings that cannot work; the message names the flag and the variable."""
 

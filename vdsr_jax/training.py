@@ -6,6 +6,7 @@ for each step: losses stay on the device and are read (and checked for being fin
 checkpoint steps only. The command line is `vdsr-train` / `python -m vdsr_jax.train`.
 """
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,9 +15,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vdsr_jax import checkpoint, distributed
+from vdsr_jax import checkpoint, distributed, preemption
 from vdsr_jax.color import luminance, quantize
-from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches
+from vdsr_jax.data import SKIMAGE_PREFIX, load, load_images, patches, pool
 from vdsr_jax.errors import ConfigError, TrainingDiverged
 from vdsr_jax.image_io import atomic_output, write_image
 from vdsr_jax.inference import TiledVDSR
@@ -60,6 +61,20 @@ def validate_config(config, device_count: int) -> None:
             raise ConfigError(f"config.optimizer.{name} must be > 0, not {opt[name]!r}")
     if not config.loss_scale > 0:
         raise ConfigError(f"config.loss_scale must be > 0, not {config.loss_scale!r}")
+    data = config.data
+    if data.mode not in ("exact", "pool"):
+        raise ConfigError(f"config.data.mode must be 'exact' or 'pool', not {data.mode!r}")
+    for name in ("device_budget_mib", "host_budget_mib"):
+        if not data[name] > 0:
+            raise ConfigError(f"config.data.{name} must be > 0, not {data[name]!r}")
+    if data.mode == "pool":
+        for name in ("tile_size", "tiles_per_image", "refresh_tiles", "refresh_every_steps"):
+            positive_int(f"data.{name}", data[name])
+        positive_int("data.workers", data.workers, 0)
+        try:
+            pool.layout(data, config.patch_size)
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
     model_from_config(config)
     sources = [(config.train_data, config.train_manual_dir, "train_manual_dir")]
     sources += [(name, where, f"eval_sets.{name}") for name, where in config.eval_sets.items()]
@@ -69,6 +84,57 @@ def validate_config(config, device_count: int) -> None:
         if where and not Path(where).expanduser().is_dir():
             state = "is a file, not a folder of images" if Path(where).expanduser().exists() else "does not exist"
             raise ConfigError(f"config.{field}: data folder {where} {state}")
+
+
+MIB = 2**20
+
+
+def exact_pairs(config, sharding, say):
+    """The `exact` mode: (every variant's pairs on the devices, patches per epoch); ConfigError when the
+    images give no patch or their pairs exceed `config.data.device_budget_mib`, checked before preparing."""
+    images = load_images(config.train_data, config.data_dir, config.train_manual_dir)
+    try:
+        cat = pool.catalogue(np.array([im.shape[:2] for im in images]), config.scales, config.downsizes,
+                             config.patch_size)
+    except ValueError as e:
+        raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
+    need = sum(vh * vw for vs in cat.variants for _, _, vh, vw in vs) * pool.BYTES_PER_PIXEL
+    if need > config.data.device_budget_mib * MIB:
+        raise ConfigError(f"config.train_data {config.train_data}: the exact mode needs {need / MIB:.0f} MiB on "
+                          f"each device, over config.data.device_budget_mib={config.data.device_budget_mib:g}; "
+                          "raise it or use config.data.mode='pool'")
+    try:
+        source = patches.prepare_pairs(images, config.scales, config.downsizes, config.patch_size)
+    except ValueError as e:  # over 2^31 pixels
+        raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
+    say(f"data: exact mode, {len(images)} images, {need / MIB:.0f} MiB of pairs on each device")
+    return jax.device_put(source, sharding), patches.patches_per_epoch(source, config.patch_size)
+
+
+def open_pool(config, sharding, say):
+    """The `pool` mode: (the TilePool, patches per epoch); ConfigError for data that gives no patch or a host
+    estimate over `config.data.host_budget_mib`. Reads image headers only, not pixels."""
+    if config.train_data.startswith(SKIMAGE_PREFIX):
+        store = pool.ImageStore(images=load_images(config.train_data))
+    else:
+        store = pool.ImageStore(source=load(config.train_data, config.data_dir, config.train_manual_dir or None))
+    shapes = pool.read_shapes(store)
+    try:
+        cat = pool.catalogue(shapes, config.scales, config.downsizes, config.patch_size)
+    except ValueError as e:
+        raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
+    lay = pool.layout(config.data, config.patch_size)
+    workers = config.data.workers or max(1, (os.cpu_count() or 2) // 2)
+    host = pool.host_bytes(lay, shapes, workers)
+    if host > config.data.host_budget_mib * MIB:
+        raise ConfigError(f"config.data.host_budget_mib={config.data.host_budget_mib:g} is below the pool's host "
+                          f"estimate of {host / MIB:.0f} MiB ({workers} workers × the largest image, 2 refreshes "
+                          "of tiles); raise it, or lower data.workers or data.refresh_tiles")
+    say(f"data: pool mode, {len(store)} images, {lay.slots} tiles of {lay.tile}² = {lay.device_bytes / MIB:.1f} MiB "
+        f"on each device, {lay.refresh_tiles} replaced every {lay.refresh_every} steps; host estimate "
+        f"{host / MIB:.0f} MiB")
+    return pool.TilePool(store, cat, lay, config.seed, sharding, workers), pool.patches_per_epoch(
+        cat, config.patch_size)
 
 
 def model_from_config(config) -> VDSR:
@@ -134,24 +200,23 @@ def train_and_evaluate(config, workdir) -> dict:
     say = print if main_process else (lambda *a, **k: None)
     warn = lambda message: say(message, file=sys.stderr)  # noqa: E731
 
-    train_images = load_images(config.train_data, config.data_dir, config.train_manual_dir)
+    mesh = data_mesh()
     eval_sets = load_eval_sets(config)
-    try:
-        source = patches.prepare_pairs(train_images, config.scales, config.downsizes, config.patch_size)
-    except ValueError as e:
-        raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
-    steps_per_epoch = config.steps_per_epoch or math.ceil(
-        patches.patches_per_epoch(source, config.patch_size) / config.batch_size)
+    if config.data.mode == "pool":
+        tile_pool, epoch_patches = open_pool(config, replicated(mesh), say)
+        source_for = tile_pool.source_for
+    else:
+        tile_pool, device_source, epoch_patches = None, *exact_pairs(config, replicated(mesh), say)
+        source_for = lambda step: device_source  # noqa: E731
+    steps_per_epoch = config.steps_per_epoch or math.ceil(epoch_patches / config.batch_size)
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
 
-    mesh = data_mesh()
     model = model_from_config(config)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     state = create_train_state(model, make_optimizer(config, steps_per_epoch), init_key)
     state = jax.device_put(state, replicated(mesh))
     # A global key, as multi-process orbax needs; device_put moves key data, not typed keys, across processes.
     data_key = jax.random.wrap_key_data(jax.device_put(jax.random.key_data(data_key), replicated(mesh)))
-    device_source = jax.device_put(source, replicated(mesh))
     lr_at = learning_rate_schedule(config.optimizer.learning_rate, steps_per_epoch,
                                    config.optimizer.decay_every_epochs, config.optimizer.decay_factor)
 
@@ -171,36 +236,43 @@ def train_and_evaluate(config, workdir) -> dict:
                                           config.loss_scale)
     progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
+    stop = preemption.StopRequest()
     try:
-        for step in range(start + 1, total_steps + 1):
-            state, loss = train_step(state, device_source, data_key)
-            window.append(loss)
-            progress.update(1)
-            logging = step % config.log_every_steps == 0 or step == total_steps
-            evaluating = step % config.eval_every_steps == 0 or step == total_steps
-            saving = step % config.checkpoint_every_steps == 0 or step == total_steps
-            if not (logging or evaluating or saving):
-                continue
-            losses = _check_finite(window, step - len(window) + 1, manager)
-            rate = len(window) / (time.perf_counter() - window_start)
-            if writer:
-                writer.write(step, {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
-                                    "patches_per_second": rate * config.batch_size})
-            progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
-            if evaluating:
-                metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,
-                                   config.eval_scales)
+        with stop:
+            for step in range(start + 1, total_steps + 1):
+                state, loss = train_step(state, source_for(step - 1), data_key)
+                window.append(loss)
+                progress.update(1)
+                stopping = stop.reached(step) and step < total_steps
+                logging = step % config.log_every_steps == 0 or step == total_steps or stopping
+                evaluating = step % config.eval_every_steps == 0 or step == total_steps
+                saving = step % config.checkpoint_every_steps == 0 or step == total_steps or stopping
+                if not (logging or evaluating or saving):
+                    continue
+                losses = _check_finite(window, step - len(window) + 1, manager)
+                rate = len(window) / (time.perf_counter() - window_start)
                 if writer:
-                    writer.write(step, metrics)
-                    writer.plot()
-            if saving:
-                psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
-                best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
-                checkpoint.save_training(manager, state, model, data_key, best)
-            window, window_start = [], time.perf_counter()
+                    writer.write(step, {"loss": losses.mean(), "lr": float(lr_at(step - 1)),
+                                        "steps_per_second": rate, "patches_per_second": rate * config.batch_size})
+                progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
+                if evaluating:
+                    metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,
+                                       config.eval_scales)
+                    if writer:
+                        writer.write(step, metrics)
+                        writer.plot()
+                if saving:
+                    psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
+                    best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
+                    checkpoint.save_training(manager, state, model, data_key, best)
+                window, window_start = [], time.perf_counter()
+                if stopping:
+                    raise stop.stopped(step, manager.directory)
     finally:
         progress.close()
         manager.close()
+        if tile_pool:
+            tile_pool.close()
         if writer:
             writer.close()
 

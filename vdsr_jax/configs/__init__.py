@@ -2,11 +2,12 @@
 package so `--config x234` works from any directory.
 
 `x234` is the paper's recipe; `x2`, `x3`, `x4` the same for one scale; `pytorch_vdsr` pytorch-vdsr's
-hyper-parameters; `demo` the embedded default (scikit-image photos, no download).
+hyper-parameters; `demo` the embedded default (scikit-image photos, no download); `div2k` DIV2K from the
+budgeted tile pool.
 """
 from pathlib import Path
 
-NAMES = ("x234", "x2", "x3", "x4", "pytorch_vdsr", "demo")
+NAMES = ("x234", "x2", "x3", "x4", "pytorch_vdsr", "demo", "div2k")
 FOLDER = Path(__file__).resolve().parent
 
 

@@ -21,6 +21,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.downsizes = (1.0, 0.7, 0.5)
     config.augment = True  # random 90° rotations and flips
     config.patch_size = 41
+    # Where the training pairs live (README, "Data at scale"). "exact": every (downsize, scale) variant of
+    # every image as float32 pairs on every device (the 291 images: ~1.5 GB); "pool": a device pool of exact
+    # tiles of `tile_size`² that fits `device_budget_mib`, `refresh_tiles` of them replaced every
+    # `refresh_every_steps` steps in the background, `tiles_per_image` cut from each decoded image; the host
+    # keeps images on disk (estimate checked against `host_budget_mib`). `workers`: host threads (0: cores/2).
+    config.data = ml_collections.ConfigDict(dict(
+        mode="exact", device_budget_mib=4096.0, host_budget_mib=4096.0,
+        tile_size=256, tiles_per_image=8, refresh_tiles=64, refresh_every_steps=25, workers=0,
+    ))
     config.batch_size = 64
 
     # An epoch is one pass over the non-overlapping patches of every variant (0: computed from the data).

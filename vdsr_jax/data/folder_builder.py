@@ -5,15 +5,31 @@ sub-folders of `manual_dir` hold how many images; preparing, the feature spec
 and error messages live here once.
 """
 
+import importlib.util
+import os
+import sys
 import textwrap
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from vdsr_jax.errors import DataError, ImageError
 from vdsr_jax.image_io import IMAGE_SUFFIXES, encode_image, list_images, read_image
+
+
+def _tf_free_spill() -> None:
+    """TFDS's writer spills a split of over 1 GB to disk through `tf.io.gfile` (tensorflow_datasets.core.
+    shuffle), which fails without TensorFlow (DIV2K is ~3.5 GB of PNG): without it, spill to local files."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        return
+    from tensorflow_datasets.core import shuffle
+
+    gfile = SimpleNamespace(GFile=lambda path, mode="r": open(path, mode), exists=os.path.exists, remove=os.remove)
+    shuffle.tf = SimpleNamespace(io=SimpleNamespace(gfile=gfile),
+                                 errors=SimpleNamespace(ResourceExhaustedError=MemoryError))
 
 
 class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -54,6 +70,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager):
+        _tf_free_spill()
         try:
             root = dl_manager.manual_dir
         except AssertionError as e:  # TFDS's way of saying "missing or empty".
@@ -83,5 +100,18 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return " ".join(textwrap.dedent(self.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
 
     def _generate_examples(self, root, files: list[Path]) -> Iterator[tuple[str, dict]]:
+        """One example per readable file. The rule for a damaged or unreadable file: skipped with a warning
+        on stderr naming it, and the count reported at the end; DataError if none is readable."""
+        skipped = []
         for path in files:
-            yield path.relative_to(root).as_posix(), {"png": encode_image(read_image(path), "PNG"), "name": path.stem}
+            try:
+                pixels = read_image(path)
+            except ImageError as e:
+                skipped.append(path)
+                print(f"warning: {self.name}: skipping unreadable image {e}", file=sys.stderr)
+                continue
+            yield path.relative_to(root).as_posix(), {"png": encode_image(pixels, "PNG"), "name": path.stem}
+        if skipped:
+            print(f"warning: {self.name}: skipped {len(skipped)} unreadable of {len(files)} images", file=sys.stderr)
+        if len(skipped) == len(files):
+            raise DataError(f"{self.name}: none of the {len(files)} images in {root} is readable")

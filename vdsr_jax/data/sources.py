@@ -19,7 +19,8 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
     """Prepares builder `name` into `data_dir` if needed, then returns its random-access data source.
 
     `tfds.data_source` with array_record storage and a `manual_dir`: `train291`, `set5`, `set14`, `b100`,
-    `urban100`, `image_folder/<name>`, `video_folder/<name>[_every<N>]` build from local folders (see each builder's
+    `urban100`, `div2k_hr`, `image_folder/<name>`, `video_folder/<name>[_every<N>]` build from local folders (see
+    each builder's
     MANUAL_DOWNLOAD_INSTRUCTIONS; without `manual_dir` TFDS looks in `<data_dir>/downloads/manual`);
     `div2k/<config>` is TFDS's own builder, which downloads several GB and needs TensorFlow to prepare.
     `split=None` picks the dataset's only split, or `train`. Once prepared, the data is reused and
@@ -31,8 +32,8 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
     if name.split("/")[0] == "div2k" and not builder.is_prepared() and importlib.util.find_spec("tensorflow") is None:
         raise DataError(
             f"Preparing TFDS's {name} needs TensorFlow (its download extractor and example generator use "
-            "tf.io.gfile); install tensorflow-cpu for the one-off preparation, or unzip DIV2K_train_HR yourself "
-            "and load it TF-free as image_folder/div2k with manual_dir=<that folder>. Reading never needs TF."
+            "tf.io.gfile); install tensorflow-cpu for the one-off preparation, or use the TF-free div2k_hr "
+            "builder with manual_dir=<the folder holding the unzipped DIV2K_train_HR/>. Reading never needs TF."
         )
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     if split is None:

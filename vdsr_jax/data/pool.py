@@ -1,0 +1,363 @@
+"""Training data whose memory is set by a budget, not by the dataset: a device-resident pool of exact tiles.
+
+The `exact` mode (`patches.prepare_pairs`) keeps every (downsize, scale) variant of every image as float32
+pairs on every device: 1.5 GB for the 291 images, ~93 GB for DIV2K. The `pool` mode keeps P tiles instead:
+
+- **Tiles, exact.** A tile is a T×T window (`config.data.tile_size`) of one variant's (bicubic input,
+  target) pair, computed on the host from only the HR pixels it depends on: MATLAB's banded bicubic weights
+  (`vdsr_jax.resize`) restricted to the window, chained as downsize → modcrop → ↓scale → ↑scale. It equals
+  the same window of "MATLAB-resize the whole image" (to float rounding, tested), so there is no border
+  approximation; the device samples 41×41 patches inside tiles with the exact mode's sampler
+  (`patches.sample_patches`: random tile ∝ positions, position, rotation, flip). What is lost: patches
+  that would straddle two tiles, and freshness — each tile serves `refresh_every_steps · P / refresh_tiles`
+  steps before it is replaced.
+- **The pool.** P = ⌊device_budget_mib / (8·T²)⌋ tiles (rounded down to a multiple of `refresh_tiles`),
+  replicated on every device as one `PatchSource`. Every `refresh_every_steps` steps the next
+  `refresh_tiles` slots (cyclically) are replaced by tiles computed in background threads while the device
+  trains; tiles come in groups of `tiles_per_image` from one decoded image, so decoding is amortised.
+- **Deterministic.** The tile of slot j after pool epoch e (= step // refresh_every_steps) depends only on
+  (seed, the epoch slot j was last refreshed, j's group): a resume rebuilds the same pool, and the batch is
+  the same for any device or process count.
+- **Host.** Images stay on disk (TFDS array_record, random access); the host holds a few decoded images
+  (one per worker) and the tiles of one refresh. Several processes: image shapes are read from the PNG
+  headers, each process those of its share, and exchanged; each process decodes only the images of the
+  tile groups it builds (groups g ≡ process index mod process count), and the new tiles are all-gathered.
+"""
+import concurrent.futures
+import math
+import os
+from typing import NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from vdsr_jax.color import luminance
+from vdsr_jax.data.patches import PatchSource
+from vdsr_jax.resize import resize_plan
+
+BYTES_PER_PIXEL = 8  # float32 input + float32 target
+
+
+class ImageStore:
+    """Random access to HR images (H×W×C uint8/uint16) without holding them: `len`, `shape(i)`, `image(i)`."""
+
+    def __init__(self, images: Sequence[np.ndarray] | None = None, source=None):
+        self._images, self._source = images, source
+
+    def __len__(self) -> int:
+        return len(self._images) if self._images is not None else len(self._source)
+
+    def image(self, i: int) -> np.ndarray:
+        if self._images is not None:
+            return self._images[i]
+        from vdsr_jax.image_io import decode_image
+
+        example = self._source[int(i)]
+        return decode_image(example["png"], name=example["name"].decode())
+
+    def shape(self, i: int) -> tuple[int, int]:
+        """(H, W) without decoding: read from the PNG header the folder builders write."""
+        if self._images is not None:
+            return self._images[i].shape[:2]
+        png = self._source[int(i)]["png"]
+        return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
+
+
+def variant_shape(height: int, width: int, downsize: float, scale: int) -> tuple[int, int]:
+    """The target's shape for one (downsize, scale) variant: imresize's ⌈d·n⌉, then modcrop."""
+    if downsize != 1:
+        (_, rows), (_, cols) = sorted(resize_plan((height, width), scale=float(downsize)), key=lambda p: p[0])
+        height, width = len(rows.first), len(cols.first)
+    return height - height % scale, width - width % scale
+
+
+def _apply(img: np.ndarray, plan: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """Resize along each (dim, dense weights) in order, as `imresize` does."""
+    for dim, matrix in plan:
+        img = np.moveaxis(np.tensordot(matrix, img, axes=([1], [dim])), 0, dim)
+    return img
+
+
+def tile_pair(image: np.ndarray, downsize: float, scale: int, top: int, left: int, height: int, width: int):
+    """(bicubic input, target) float64 height×width at (top, left) of the (downsize, scale) variant of
+    `image` (H×W×C integers; training luminance), reading only the pixels the window depends on. Equals
+    `bicubic_degradation(modcrop(imresize(Y, downsize), scale), scale)` cropped to the window."""
+    h, w = image.shape[:2]
+    down_plan = None
+    if downsize != 1:
+        down_plan = resize_plan((h, w), scale=float(downsize))
+        h, w = variant_shape(h, w, downsize, 1)
+    h, w = h - h % scale, w - w % scale
+    shrink = resize_plan((h, w), scale=1.0 / scale)
+    lr_hw = [0, 0]
+    for dim, weights in shrink:
+        lr_hw[dim] = len(weights.first)
+    grow = resize_plan(tuple(lr_hw), scale=float(scale))
+    window = {0: slice(top, top + height), 1: slice(left, left + width)}
+    lr_span, up = {}, []
+    for dim, weights in grow:
+        lr_span[dim], matrix = weights.window(window[dim])
+        up.append((dim, matrix))
+    hr_span, dn = {}, []
+    for dim, weights in shrink:
+        hr_span[dim], matrix = weights.window(lr_span[dim])
+        dn.append((dim, matrix))
+    need = {d: slice(min(hr_span[d].start, window[d].start), max(hr_span[d].stop, window[d].stop)) for d in (0, 1)}
+    if down_plan is None:
+        variant = luminance(image[need[0], need[1]], integer=True)
+    else:
+        spans, plan = {}, []
+        for dim, weights in down_plan:
+            spans[dim], matrix = weights.window(need[dim])
+            plan.append((dim, matrix))
+        variant = _apply(luminance(image[spans[0], spans[1]], integer=True), plan)
+
+    def crop(span0, span1):
+        return variant[span0.start - need[0].start:span0.stop - need[0].start,
+                       span1.start - need[1].start:span1.stop - need[1].start]
+
+    target = crop(window[0], window[1])
+    return _apply(_apply(crop(hr_span[0], hr_span[1]), dn), up), target
+
+
+class PoolLayout(NamedTuple):
+    """How many tiles, and how they are grouped and refreshed (see the module docstring)."""
+
+    slots: int  # P
+    tile: int  # T
+    per_image: int  # tiles per group (one image)
+    refresh_tiles: int  # R, a multiple of per_image dividing P
+    refresh_every: int  # K steps
+
+    @property
+    def groups(self) -> int:
+        return self.slots // self.per_image
+
+    @property
+    def device_bytes(self) -> int:
+        return self.slots * self.tile**2 * BYTES_PER_PIXEL + self.slots * 12
+
+    def refresh_bytes(self) -> int:
+        return self.refresh_tiles * self.tile**2 * BYTES_PER_PIXEL
+
+
+def layout(data_config, patch_size: int) -> PoolLayout:
+    """The pool that `config.data` asks for; ValueError naming the field when it cannot hold one batch."""
+    tile, per_image, refresh = int(data_config.tile_size), int(data_config.tiles_per_image), int(
+        data_config.refresh_tiles)
+    if tile < patch_size:
+        raise ValueError(f"data.tile_size={tile} is smaller than the patch ({patch_size})")
+    if per_image < 1 or refresh < per_image or refresh % per_image:
+        raise ValueError(f"data.refresh_tiles={refresh} must be a positive multiple of data.tiles_per_image="
+                         f"{per_image}")
+    slot_bytes = tile * tile * BYTES_PER_PIXEL + 12
+    slots = int(data_config.device_budget_mib * 2**20 // slot_bytes) // refresh * refresh
+    if slots < refresh:
+        need = math.ceil(refresh * slot_bytes / 2**20)
+        raise ValueError(f"data.device_budget_mib={data_config.device_budget_mib:g} is too small for one refresh "
+                         f"of {refresh} tiles of {tile}×{tile} (one batch's pool): it needs ≥ {need} MiB")
+    return PoolLayout(slots, tile, per_image, refresh, int(data_config.refresh_every_steps))
+
+
+class Catalogue(NamedTuple):
+    """The usable variants of every image, from their shapes alone."""
+
+    shapes: np.ndarray  # (N, 2)
+    variants: list  # per image: [(downsize, scale, height, width), ...] that hold a patch
+    weights: np.ndarray  # per image: positions summed over its variants (sampling ∝ positions, as `exact`)
+
+
+def catalogue(shapes: np.ndarray, scales, downsizes, patch_size: int) -> Catalogue:
+    variants, weights = [], []
+    for h, w in shapes:
+        usable = [(d, s, *variant_shape(int(h), int(w), d, s)) for d in downsizes for s in scales]
+        usable = [v for v in usable if min(v[2], v[3]) >= patch_size]
+        variants.append(usable)
+        weights.append(sum((vh - patch_size + 1) * (vw - patch_size + 1) for _, _, vh, vw in usable))
+    weights = np.asarray(weights, np.float64)
+    if not weights.sum():
+        raise ValueError(f"no training image is at least {patch_size}×{patch_size} after downsizing")
+    return Catalogue(np.asarray(shapes), variants, weights)
+
+
+def patches_per_epoch(cat: Catalogue, patch_size: int) -> int:
+    return int(sum((vh // patch_size) * (vw // patch_size) for vs in cat.variants for _, _, vh, vw in vs))
+
+
+def read_shapes(store: ImageStore) -> np.ndarray:
+    """(N, 2) image shapes; with several processes each reads its share of the headers."""
+    count, rank, n = len(store), jax.process_index(), jax.process_count()
+    shapes = np.zeros((count, 2), np.int64)
+    for i in range(rank, count, n):
+        shapes[i] = store.shape(i)
+    if n > 1:
+        from jax.experimental import multihost_utils
+
+        shapes = np.asarray(multihost_utils.process_allgather(shapes)).sum(axis=0)
+    return shapes
+
+
+def group_plan(seed: int, epoch: int, group: int, cat: Catalogue, lay: PoolLayout):
+    """(image, [(downsize, scale, top, left, height, width)] × per_image): a pure function of its arguments."""
+    rng = np.random.default_rng([seed, epoch, group])
+    image = int(rng.choice(len(cat.weights), p=cat.weights / cat.weights.sum()))
+    options = cat.variants[image]
+    positions = np.array([vh * vw for _, _, vh, vw in options], np.float64)
+    tiles = []
+    for _ in range(lay.per_image):
+        d, s, vh, vw = options[int(rng.choice(len(options), p=positions / positions.sum()))]
+        th, tw = min(lay.tile, vh), min(lay.tile, vw)
+        tiles.append((d, s, int(rng.integers(0, vh - th + 1)), int(rng.integers(0, vw - tw + 1)), th, tw))
+    return image, tiles
+
+
+def last_refresh(group: int, epoch: int, lay: PoolLayout) -> int:
+    """The pool epoch at which `group` was last filled: all groups at 0, then `refresh_tiles` slots a time."""
+    per_refresh = lay.refresh_tiles // lay.per_image
+    cycle = lay.groups // per_refresh
+    batch = group // per_refresh
+    if epoch < batch + 1:
+        return 0
+    return epoch - (epoch - 1 - batch) % cycle
+
+
+def groups_refreshed_at(epoch: int, lay: PoolLayout) -> list[int]:
+    if epoch == 0:
+        return list(range(lay.groups))
+    per_refresh = lay.refresh_tiles // lay.per_image
+    batch = (epoch - 1) % (lay.groups // per_refresh)
+    return list(range(batch * per_refresh, (batch + 1) * per_refresh))
+
+
+class TilePool:
+    """The device pool and its background refresh. `source_for(step)` returns the `PatchSource` to train
+    step `step` (0-based: the state's step before the update) on."""
+
+    def __init__(self, store: ImageStore, cat: Catalogue, lay: PoolLayout, seed: int, sharding=None,
+                 workers: int = 0):
+        self.store, self.cat, self.lay, self.seed, self.sharding = store, cat, lay, seed, sharding
+        self.workers = concurrent.futures.ThreadPoolExecutor(workers or max(1, (os.cpu_count() or 2) // 2))
+        self.background = concurrent.futures.ThreadPoolExecutor(1)  # runs `build`, which uses `workers`
+        self.epoch, self.source, self._next = None, None, None
+        tile_px = lay.tile**2
+        self.offsets = (np.arange(lay.slots, dtype=np.int64) * tile_px).astype(np.int32)
+        if lay.slots * tile_px >= 2**31:
+            raise ValueError("the pool exceeds 2^31 pixels; lower data.device_budget_mib or data.tile_size")
+        self._update = jax.jit(_update, donate_argnums=0, out_shardings=sharding)
+
+    def close(self):
+        self.background.shutdown(wait=False, cancel_futures=True)
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
+    # -- host side ----------------------------------------------------------------------------------------
+    def _build_group(self, epoch: int, group: int):
+        image_index, tiles = group_plan(self.seed, epoch, group, self.cat, self.lay)
+        image = self.store.image(image_index)
+        t = self.lay.tile
+        inputs = np.zeros((len(tiles), t * t), np.float32)
+        targets = np.zeros((len(tiles), t * t), np.float32)
+        meta = np.zeros((len(tiles), 3), np.int32)
+        for k, (d, s, top, left, th, tw) in enumerate(tiles):
+            lr_up, hr = tile_pair(image, d, s, top, left, th, tw)
+            inputs[k, :th * tw], targets[k, :th * tw] = lr_up.ravel(), hr.ravel()
+            meta[k] = th, tw, s
+        return inputs, targets, meta
+
+    def build(self, groups_with_epochs: list[tuple[int, int]]):
+        """(slot indices, inputs, targets, meta) of the given (group, epoch) pairs, built by this process's
+        share of them and gathered from the others."""
+        rank, n = jax.process_index(), jax.process_count()
+        per = self.lay.per_image
+        mine = groups_with_epochs[rank::n]
+        built = list(self.workers.map(lambda ge: self._build_group(ge[1], ge[0]), mine))
+        if n == 1:
+            inputs = np.concatenate([b[0] for b in built])
+            targets = np.concatenate([b[1] for b in built])
+            meta = np.concatenate([b[2] for b in built])
+            order = [g for g, _ in mine]
+        else:
+            from jax.experimental import multihost_utils
+
+            rounds = -(-len(groups_with_epochs) // n)
+            t2 = self.lay.tile**2
+            pad = lambda arrays, shape, dtype: np.concatenate(  # noqa: E731
+                arrays + [np.zeros((rounds * per - sum(len(a) for a in arrays),) + shape, dtype)])
+            local = (pad([b[0] for b in built], (t2,), np.float32), pad([b[1] for b in built], (t2,), np.float32),
+                     pad([b[2] for b in built], (3,), np.int32))
+            gathered = [np.asarray(a) for a in multihost_utils.process_allgather(local)]  # (n, rounds·per, …)
+            order, parts = [], ([], [], [])
+            for r in range(n):
+                theirs = groups_with_epochs[r::n]
+                order += [g for g, _ in theirs]
+                for part, array in zip(parts, gathered):
+                    part.append(array[r, :len(theirs) * per])
+            inputs, targets, meta = (np.concatenate(p) for p in parts)
+        slots = np.concatenate([np.arange(g * per, (g + 1) * per) for g in order]).astype(np.int32)
+        return slots, inputs, targets, meta
+
+    def _groups_at(self, epoch: int, full: bool) -> list[tuple[int, int]]:
+        if full:
+            return [(g, last_refresh(g, epoch, self.lay)) for g in range(self.lay.groups)]
+        return [(g, epoch) for g in groups_refreshed_at(epoch, self.lay)]
+
+    # -- device side --------------------------------------------------------------------------------------
+    def _install(self, built) -> None:
+        slots, inputs, targets, meta = built
+        if self.source is None:
+            t2 = self.lay.tile**2
+            empty = PatchSource(np.zeros(self.lay.slots * t2, np.float32), np.zeros(self.lay.slots * t2, np.float32),
+                                self.offsets, np.ones(self.lay.slots, np.int32),
+                                np.ones(self.lay.slots, np.int32), np.ones(self.lay.slots, np.int32))
+            self.source = jax.device_put(empty, self.sharding)
+        put = lambda a: jax.device_put(a, self.sharding)  # noqa: E731
+        self.source = self._update(self.source, put(slots), put(inputs), put(targets), put(meta))
+
+    def source_for(self, step: int) -> PatchSource:
+        epoch = step // self.lay.refresh_every
+        if epoch != self.epoch:
+            if self._next is not None and self._next[0] == epoch:
+                built = self._next[1].result()
+                self._install(built)
+            else:  # start, resume, or a jump: rebuild every slot as it stands at `epoch`, a refresh at a time
+                if self._next is not None:
+                    self._next[1].cancel()
+                self.source = None
+                every = self._groups_at(epoch, full=True)
+                chunk = self.lay.refresh_tiles // self.lay.per_image
+                for first in range(0, len(every), chunk):
+                    self._install(self.build(every[first:first + chunk]))
+            self.epoch = epoch
+            # Multi-process builds all-gather; run them on the main thread, in step with the other processes.
+            groups = self._groups_at(epoch + 1, full=False)
+            if jax.process_count() > 1:
+                self._next = (epoch + 1, _Done(self.build(groups)))
+            else:
+                self._next = (epoch + 1, self.background.submit(self.build, groups))
+        return self.source
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+    def cancel(self):
+        pass
+
+
+def _update(source: PatchSource, slots, inputs, targets, meta) -> PatchSource:
+    count = source.heights.shape[0]
+    flat = lambda a, new: a.reshape(count, -1).at[slots].set(new).reshape(-1)  # noqa: E731
+    return PatchSource(flat(source.inputs, inputs), flat(source.targets, targets), source.offsets,
+                       source.heights.at[slots].set(meta[:, 0]), source.widths.at[slots].set(meta[:, 1]),
+                       source.scales.at[slots].set(meta[:, 2]))
+
+
+def host_bytes(lay: PoolLayout, shapes: np.ndarray, workers: int) -> int:
+    """An upper estimate of the host memory the pool needs beyond the program: per worker one decoded image
+    (≤ 8 bytes a pixel: 16-bit RGBA) and its PNG record, and two refreshes of tiles (one being built, one
+    being installed). The float64 windows `tile_pair` works on are a few tiles' worth."""
+    largest = int((shapes[:, 0] * shapes[:, 1]).max()) if len(shapes) else 0
+    return workers * largest * 16 + 2 * lay.refresh_bytes()
