@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from benchmarks.gpu.common import log, precision_context, stage_args, step_flops, time_calls, write_json
+from benchmarks.gpu.common import log, measure_in_budget, precision_context, stage_args, step_flops, time_calls, write_json
 
 
 def env_info() -> dict:
@@ -135,22 +135,14 @@ def main(argv=None) -> int:
     for batch in s["batches"]:
         for precision in s["jax_precisions"]:
             # the last measurement's cost (compile + timing) predicts the next one's
-            need = statistics.median(measured) if measured else 0
-            if time.time() + need > args.until:
-                result["skipped"].append({"setting": precision, "batch": batch, "why": "time budget"})
-                log("jax", f"skipped {precision} batch {batch}: time budget")
-                continue
-            start = time.time()
-            try:
-                row = measure_step(s, precision, batch, host_source)
-            except Exception as e:  # noqa: BLE001 - record and go on with the other settings
-                result["skipped"].append({"setting": precision, "batch": batch, "why": f"{type(e).__name__}: {e}"[:500]})
-                log("jax", f"{precision} batch {batch} failed: {type(e).__name__}: {str(e)[:200]}")
-                continue
-            measured.append(time.time() - start)
-            result["steps"].append(row)
-            log("jax", f"{precision:8s} batch {batch:4d}: {row['ms']:8.2f} ms/step {row['patches_per_s']:9.0f} patches/s "
-                       f"{row['tflops']:7.2f} TFLOP/s (compile {row['compile_s']:.1f} s)")
+            seconds = measure_in_budget(
+                "jax", result, precision, batch, statistics.median(measured) if measured else 0, args.until,
+                lambda: measure_step(s, precision, batch, host_source),
+                lambda row: f"{precision:8s} batch {batch:4d}: {row['ms']:8.2f} ms/step "
+                            f"{row['patches_per_s']:9.0f} patches/s {row['tflops']:7.2f} TFLOP/s "
+                            f"(compile {row['compile_s']:.1f} s)")
+            if seconds is not None:
+                measured.append(seconds)
             write_json(out_path, result)
     return 0
 

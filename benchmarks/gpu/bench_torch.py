@@ -15,7 +15,7 @@ Writes WORK/bench_torch.json after every measurement.
 import statistics
 import time
 
-from benchmarks.gpu.common import log, stage_args, step_flops, time_calls, write_json
+from benchmarks.gpu.common import log, measure_in_budget, stage_args, step_flops, time_calls, write_json
 
 COMPILE_GUESS_S = 60  # torch.compile's first compilation of this model, for the time budget
 SETTINGS = {
@@ -138,24 +138,13 @@ def main(argv=None) -> int:
             # torch.compile's first step compiles; its cost is predicted from its own previous batch
             previous = measured.get(name) or (COMPILE_GUESS_S if SETTINGS[name]["compile"] and not s["tiny"]
                                               else statistics.median([*measured.values()] or [0]))
-            if time.time() + previous > args.until:
-                result["skipped"].append({"setting": name, "batch": batch, "why": "time budget"})
-                log("torch", f"skipped {name} batch {batch}: time budget")
-                continue
-            start = time.time()
-            try:
-                row = measure(s, name, batch)
-            except Exception as e:  # noqa: BLE001 - torch.compile may not work here; record it
-                result["skipped"].append({"setting": name, "batch": batch, "why": f"{type(e).__name__}: {e}"[:500]})
-                log("torch", f"{name} batch {batch} failed: {type(e).__name__}: {str(e)[:200]}")
-                continue
-            finally:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            measured[name] = time.time() - start
-            result["steps"].append(row)
-            log("torch", f"{name:18s} batch {batch:4d}: {row['ms']:8.2f} ms/step {row['patches_per_s']:9.0f} "
-                         f"patches/s {row['tflops']:7.2f} TFLOP/s (first step {row['first_step_s']:.1f} s)")
+            seconds = measure_in_budget(
+                "torch", result, name, batch, previous, args.until, lambda: measure(s, name, batch),
+                lambda row: f"{name:18s} batch {batch:4d}: {row['ms']:8.2f} ms/step {row['patches_per_s']:9.0f} "
+                            f"patches/s {row['tflops']:7.2f} TFLOP/s (first step {row['first_step_s']:.1f} s)",
+                cleanup=torch.cuda.empty_cache if torch.cuda.is_available() else None)
+            if seconds is not None:
+                measured[name] = seconds
             write_json(out_path, result)
     return 0
 

@@ -142,6 +142,29 @@ def log(stage: str, message: str) -> None:
     print(f"[{elapsed:6.1f}s {stage}] {message}", flush=True)
 
 
+def measure_in_budget(stage: str, result: dict, setting: str, batch: int, need_s: float, until: float, measure,
+                      describe, cleanup=None) -> float | None:
+    """Run `measure()` (-> a row for `result["steps"]`) unless `need_s` more seconds would pass `until`;
+    record a skip or failure in `result["skipped"]` instead. Returns the seconds it took, None if no row."""
+    if time.time() + need_s > until:
+        result["skipped"].append({"setting": setting, "batch": batch, "why": "time budget"})
+        log(stage, f"skipped {setting} batch {batch}: time budget")
+        return None
+    start = time.time()
+    try:
+        row = measure()
+    except Exception as e:  # noqa: BLE001 - record and go on with the other settings
+        result["skipped"].append({"setting": setting, "batch": batch, "why": f"{type(e).__name__}: {e}"[:500]})
+        log(stage, f"{setting} batch {batch} failed: {type(e).__name__}: {str(e)[:200]}")
+        return None
+    finally:
+        if cleanup is not None:
+            cleanup()
+    result["steps"].append(row)
+    log(stage, describe(row))
+    return time.time() - start
+
+
 def write_json(path, data) -> None:
     """Atomic: a stage killed while writing leaves the previous version."""
     from vdsr_jax.image_io import atomic_output
