@@ -118,16 +118,17 @@ def measure_div2k(data_dir: Path, manual: Path, budget_mib: float) -> dict:
     import jax
 
     from vdsr_jax.configs import div2k
-    from vdsr_jax.data import load, pool
+    from vdsr_jax.data import patches, pool
+    from vdsr_jax.data.sources import image_store, read_shapes
 
     config = div2k.get_config()
     config.data.device_budget_mib = budget_mib
     start = time.perf_counter()
-    store = pool.ImageStore(source=load("div2k_hr", data_dir, manual))
+    store = image_store("div2k_hr", data_dir, manual)
     prepared = time.perf_counter() - start
-    shapes = pool.read_shapes(store)
+    shapes = read_shapes(store)
     headers = time.perf_counter() - start - prepared
-    cat = pool.catalogue(shapes, config.scales, config.downsizes, PATCH)
+    cat = patches.catalogue(shapes, config.scales, config.downsizes, PATCH)
     lay = pool.layout(config.data, PATCH)
     workers = max(1, (os.cpu_count() or 2) // 2)
     tiles = pool.TilePool(store, cat, lay, seed=0, sharding=None, workers=workers)

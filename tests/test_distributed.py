@@ -2,6 +2,7 @@
 resume exactly like 1 process on the same global batch; bad settings give one error line."""
 import json
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -70,10 +71,10 @@ POOL = ["--config.data.mode=pool", "--config.data.tile_size=32", "--config.data.
         "--config.data.refresh_tiles=4", "--config.data.refresh_every_steps=2", "--config.data.device_budget_mib=0.25"]
 
 
-@pytest.mark.parametrize("data", [[], POOL], ids=["exact", "pool"])
-def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path, data):
+def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path):
     """Pool mode: each process builds half of the tile groups (all-gathered); the resume at step 2 rebuilds
-    the pool of pool-epoch 1 from scratch."""
+    the pool of pool-epoch 1 from scratch. (The exact mode: the preemption test below.)"""
+    data = POOL
     one, two, cache = tmp_path / "one_process", tmp_path / "two_processes", tmp_path / "cache"
     baseline = train_cli(one, "--config.num_steps=3", *data, env={**CPU, "XLA_FLAGS": ""}, wait=False)
     finish([baseline, *start_two_processes(two, "--config.num_steps=2", *data, cache=cache)])
@@ -90,6 +91,41 @@ def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batc
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [2, 3]  # one writer, across the resume
     assert list((two / "images").glob("*.png"))
+
+
+def test_a_preemption_notice_to_one_process_stops_both_at_one_step_and_the_restart_is_bit_exact(tmp_path):
+    """Exact mode, each process preparing its share of the images: SIGTERM to process 1 only (a preempted
+    host) makes both processes save the same step (JAX's preemption sync point) and exit 128 + 15; run
+    again, they end with the parameters of an uninterrupted 2-process run bit for bit, and with those of one
+    process on the same global batch to float rounding (the all-reduce sums in another order)."""
+    run = ["--config.num_steps=40", "--config.checkpoint_every_steps=100", "--config.eval_every_steps=100"]
+    cache = tmp_path / "cache"
+    baseline = train_cli(tmp_path / "one_process", *run, env={**CPU, "XLA_FLAGS": ""}, wait=False)
+    straight = start_two_processes(tmp_path / "straight", *run, cache=cache)
+    interrupted = tmp_path / "interrupted"
+    processes = start_two_processes(interrupted, *run, cache=cache)
+    deadline, metrics = time.time() + TIMEOUT, interrupted / "metrics.jsonl"
+    while not (metrics.exists() and any(json.loads(line)["step"] >= 2 for line in metrics.read_text().splitlines()
+                                        if line.strip())):
+        assert all(p.poll() is None for p in processes) and time.time() < deadline, "run ended before the signal"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
+    stopped = []
+    for p, (_, stderr) in zip(processes, outputs):
+        assert p.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+        message = stderr.strip().splitlines()[-1]
+        assert message.startswith("stopped by SIGTERM after step") and "Traceback" not in stderr
+        stopped.append(int(message.split("after step ")[1].split(";")[0]))
+    assert stopped[0] == stopped[1] and 2 <= stopped[0] < 40 and saved_steps(interrupted) == [stopped[0]]
+    (stdout, _), _ = finish(start_two_processes(interrupted, *run, cache=cache))
+    assert f"resuming from step {stopped[0]}" in stdout
+    finish([baseline, *straight])
+    resumed = jax.tree.leaves(final_params(interrupted))
+    for a, b, c in zip(jax.tree.leaves(final_params(tmp_path / "straight")), resumed,
+                       jax.tree.leaves(final_params(tmp_path / "one_process"))):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(b, c, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("settings, environ, words", [

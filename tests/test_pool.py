@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vdsr_jax.color import luminance
-from vdsr_jax.data import pool
+from vdsr_jax.data import patches, pool
+from vdsr_jax.data.sources import ImageStore, image_store, read_shapes
 from vdsr_jax.resize import bicubic_degradation, imresize, modcrop
 
 
@@ -22,7 +23,7 @@ def test_tiles_equal_the_whole_image_matlab_pair_cropped(downsize, scale):
     variant = variant if downsize == 1 else imresize(variant, downsize)
     whole_input, whole_target = bicubic_degradation(modcrop(variant, scale), scale)
     vh, vw = whole_target.shape
-    assert (vh, vw) == pool.variant_shape(83, 71, downsize, scale)
+    assert (vh, vw) == patches.variant_shape(83, 71, downsize, scale)
     for top, left, th, tw in [(0, 0, 17, 19), (vh - 17, vw - 13, 17, 13), (5, 7, 20, 20), (0, 0, vh, vw)]:
         tile_input, tile_target = pool.tile_pair(image, downsize, scale, top, left, th, tw)
         np.testing.assert_allclose(tile_target, whole_target[top:top + th, left:left + tw], atol=1e-12, rtol=0)
@@ -39,8 +40,8 @@ def data_config(**overrides):
 def test_the_pool_at_any_step_is_the_same_whether_refreshed_or_rebuilt():
     rng = np.random.default_rng(0)
     images = [(rng.random((40 + 9 * i, 50 + 5 * i, 3)) * 255).astype(np.uint8) for i in range(5)]
-    store = pool.ImageStore(images)
-    cat = pool.catalogue(pool.read_shapes(store), (2, 3), (1.0, 0.7), 17)
+    store = ImageStore(images)
+    cat = patches.catalogue(read_shapes(store), (2, 3), (1.0, 0.7), 17)
     lay = pool.layout(data_config(device_budget_mib=0.1), 17)
     assert lay.slots == 12  # ⌊0.1 MiB / (8·32² + 12 B)⌋ = 12, a multiple of refresh_tiles
     refreshed = pool.TilePool(store, cat, lay, seed=7, workers=1)
@@ -120,9 +121,10 @@ def test_bad_data_is_one_clear_error_before_anything_compiles():
         validate_config(config, device_count=1)
     config = demo.get_config()
     config.train_data, config.data.device_budget_mib = "skimage:coins", 1.0
+    store = image_store(config.train_data)
     with pytest.raises(ConfigError, match=r"the exact mode needs \d+ MiB on each device, over "
                                           r"config.data.device_budget_mib=1; raise it or use config.data.mode='pool'"):
-        exact_pairs(config, None, print)
+        exact_pairs(config, store, None, print)
     config.patch_size = 400
     with pytest.raises(ConfigError, match="no training image is at least 400×400"):
-        exact_pairs(config, None, print)
+        exact_pairs(config, store, None, print)

@@ -60,6 +60,39 @@ def test_patches_equal_whole_image_matlab_resize_then_crop():
     assert {flip for _, flip, _ in seen} == {False, True} and len({rot for _, _, rot in seen}) > 1
 
 
+class Recording(list):
+    """A list of images that records which ones are read."""
+
+    def __init__(self, images):
+        super().__init__(images)
+        self.read = set()
+
+    def __getitem__(self, i):
+        self.read.add(i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_each_process_reads_only_its_share_and_the_shares_make_the_whole_pairs_bit_for_bit(count):
+    rng = np.random.default_rng(1)
+    images = [(rng.random((20 + 7 * i, 33 - 2 * i, 3)) * 255).astype(np.uint8) for i in range(5)]
+    images.insert(2, np.zeros((8, 40, 3), np.uint8))  # no variant holds a patch: a gap in the layout
+    whole = patches.prepare_pairs(images, (2, 3), (1.0, 0.7), 9)
+    cat = patches.catalogue(np.array([im.shape[:2] for im in images]), (2, 3), (1.0, 0.7), 9)
+    combined = {"inputs": 0, "targets": 0}
+    for rank in range(count):
+        store = Recording(images)
+        share = patches.prepare_share(store, cat, (rank, count))
+        assert store.read == {i for i in range(rank, len(images), count) if i != 2}
+        for name in combined:
+            combined[name] = combined[name] + getattr(share, name).view(np.uint32)
+        for name in ("offsets", "heights", "widths", "scales"):
+            np.testing.assert_array_equal(getattr(share, name), getattr(whole, name))
+    for name, bits in combined.items():
+        np.testing.assert_array_equal(bits.view(np.float32), getattr(whole, name))
+        assert np.array_equal(bits, getattr(whole, name).view(np.uint32))  # bit for bit, not just equal values
+
+
 MULTI_DEVICE_SCRIPT = """
 import jax, numpy as np
 from vdsr_jax.configs import demo

@@ -14,6 +14,9 @@ run is one process and nothing is initialised.
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdsr_jax.errors import DistributedError
 
@@ -88,3 +91,24 @@ def local_copy(tree):
     other process (evaluation, the images process 0 writes): a computation over the global devices must be
     run by every process."""
     return jax.device_put(jax.device_get(tree))
+
+
+def combine_shares(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """The array every process's `local` share makes together, placed per `sharding` (replicated).
+
+    Each process fills its own disjoint part of `local` (a 32-bit dtype, the same shape everywhere) and
+    leaves zeros elsewhere; the shares' bit patterns are summed as uint32 across processes on the devices
+    (a psum, the same all-reduce the train step uses), so the result is bit-exact, whatever the float
+    values. One process: `local` itself. Device memory: a share and the result per device, transiently.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(local, sharding)
+    if local.dtype.itemsize != 4:
+        raise TypeError(f"combine_shares takes 32-bit arrays, not {local.dtype}")
+    by_process = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    mesh = Mesh(np.array(by_process).reshape(jax.process_count(), -1), ("process", "local"))
+    shares = jax.make_array_from_process_local_data(NamedSharding(mesh, PartitionSpec("process")),
+                                                    local.view(np.uint32)[None])
+    combine = jax.jit(lambda bits: jax.lax.bitcast_convert_type(bits.sum(axis=0, dtype=jnp.uint32), local.dtype),
+                      out_shardings=sharding)
+    return combine(shares)

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from vdsr_jax import checkpoint, distributed, preemption
 from vdsr_jax.color import luminance, quantize
-from vdsr_jax.data import SKIMAGE_PREFIX, load, load_images, patches, pool
+from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches, pool
+from vdsr_jax.data.sources import image_store, read_shapes
 from vdsr_jax.errors import ConfigError, TrainingDiverged
 from vdsr_jax.image_io import atomic_output, write_image
 from vdsr_jax.inference import TiledVDSR
@@ -89,43 +90,42 @@ def validate_config(config, device_count: int) -> None:
 MIB = 2**20
 
 
-def exact_pairs(config, sharding, say):
-    """The `exact` mode: (every variant's pairs on the devices, patches per epoch); ConfigError when the
-    images give no patch or their pairs exceed `config.data.device_budget_mib`, checked before preparing."""
-    images = load_images(config.train_data, config.data_dir, config.train_manual_dir)
-    try:
-        cat = pool.catalogue(np.array([im.shape[:2] for im in images]), config.scales, config.downsizes,
-                             config.patch_size)
-    except ValueError as e:
-        raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
+def exact_pairs(config, store, sharding, say):
+    """The `exact` mode: every variant's pairs on the devices (a PatchSource); ConfigError when the images
+    give no patch or their pairs exceed `config.data.device_budget_mib`, checked from the image shapes before
+    any pixel is read. Each process reads and prepares only its share of the images."""
+    cat = catalogue_from_config(config, store)
     need = sum(vh * vw for vs in cat.variants for _, _, vh, vw in vs) * pool.BYTES_PER_PIXEL
     if need > config.data.device_budget_mib * MIB:
         raise ConfigError(f"config.train_data {config.train_data}: the exact mode needs {need / MIB:.0f} MiB on "
                           f"each device, over config.data.device_budget_mib={config.data.device_budget_mib:g}; "
                           "raise it or use config.data.mode='pool'")
     try:
-        source = patches.prepare_pairs(images, config.scales, config.downsizes, config.patch_size)
+        share = patches.prepare_share(store, cat, (jax.process_index(), jax.process_count()))
     except ValueError as e:  # over 2^31 pixels
         raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
-    say(f"data: exact mode, {len(images)} images, {need / MIB:.0f} MiB of pairs on each device")
-    return jax.device_put(source, sharding), patches.patches_per_epoch(source, config.patch_size)
+    say(f"data: exact mode, {len(store)} images, {need / MIB:.0f} MiB of pairs on each device")
+    pixels = {"inputs": distributed.combine_shares(share.inputs, sharding),
+              "targets": distributed.combine_shares(share.targets, sharding)}
+    return jax.device_put(share._replace(inputs=None, targets=None), sharding)._replace(**pixels), cat
 
 
-def open_pool(config, sharding, say):
-    """The `pool` mode: (the TilePool, patches per epoch); ConfigError for data that gives no patch or a host
-    estimate over `config.data.host_budget_mib`. Reads image headers only, not pixels."""
-    if config.train_data.startswith(SKIMAGE_PREFIX):
-        store = pool.ImageStore(images=load_images(config.train_data))
-    else:
-        store = pool.ImageStore(source=load(config.train_data, config.data_dir, config.train_manual_dir or None))
-    shapes = pool.read_shapes(store)
+def catalogue_from_config(config, store) -> patches.Catalogue:
+    """The usable variants of the training images (shapes read by each process for its share); ConfigError
+    when none holds a patch."""
     try:
-        cat = pool.catalogue(shapes, config.scales, config.downsizes, config.patch_size)
+        return patches.catalogue(read_shapes(store), config.scales, config.downsizes, config.patch_size)
     except ValueError as e:
         raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
+
+
+def open_pool(config, store, sharding, say):
+    """The `pool` mode: the TilePool; ConfigError for data that gives no patch or a host estimate over
+    `config.data.host_budget_mib`. Reads image headers only, not pixels."""
+    cat = catalogue_from_config(config, store)
     lay = pool.layout(config.data, config.patch_size)
     workers = config.data.workers or max(1, (os.cpu_count() or 2) // 2)
-    host = pool.host_bytes(lay, shapes, workers)
+    host = pool.host_bytes(lay, cat.shapes, workers)
     if host > config.data.host_budget_mib * MIB:
         raise ConfigError(f"config.data.host_budget_mib={config.data.host_budget_mib:g} is below the pool's host "
                           f"estimate of {host / MIB:.0f} MiB ({workers} workers × the largest image, 2 refreshes "
@@ -133,8 +133,7 @@ def open_pool(config, sharding, say):
     say(f"data: pool mode, {len(store)} images, {lay.slots} tiles of {lay.tile}² = {lay.device_bytes / MIB:.1f} MiB "
         f"on each device, {lay.refresh_tiles} replaced every {lay.refresh_every} steps; host estimate "
         f"{host / MIB:.0f} MiB")
-    return pool.TilePool(store, cat, lay, config.seed, sharding, workers), pool.patches_per_epoch(
-        cat, config.patch_size)
+    return pool.TilePool(store, cat, lay, config.seed, sharding, workers), cat
 
 
 def model_from_config(config) -> VDSR:
@@ -202,12 +201,14 @@ def train_and_evaluate(config, workdir) -> dict:
 
     mesh = data_mesh()
     eval_sets = load_eval_sets(config)
+    store = image_store(config.train_data, config.data_dir, config.train_manual_dir)
     if config.data.mode == "pool":
-        tile_pool, epoch_patches = open_pool(config, replicated(mesh), say)
+        tile_pool, cat = open_pool(config, store, replicated(mesh), say)
         source_for = tile_pool.source_for
     else:
-        tile_pool, device_source, epoch_patches = None, *exact_pairs(config, replicated(mesh), say)
+        tile_pool, (device_source, cat) = None, exact_pairs(config, store, replicated(mesh), say)
         source_for = lambda step: device_source  # noqa: E731
+    epoch_patches = patches.patches_per_epoch(cat, config.patch_size)
     steps_per_epoch = config.steps_per_epoch or math.ceil(epoch_patches / config.batch_size)
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
 

@@ -1,7 +1,8 @@
 """Images for training and evaluation, and the training patches drawn from them.
 
-`load_images(spec, data_dir, manual_dir)` is the one entry: `skimage:NAMES` or a TFDS builder prepared from
-a local folder and read through `tfds.data_source` (no TensorFlow). Importing this package registers the
+`load_images(spec, data_dir, manual_dir)` is the one entry (`sources.image_store` the same, read on
+demand): `skimage:NAMES` or a TFDS builder prepared from a local folder and read through `tfds.data_source`
+(no TensorFlow). Importing this package registers the
 builders `train291`, `div2k_hr`, `set5`, `set14`, `b100`, `urban100`, `image_folder` and `video_folder` with TFDS.
 `patches` turns
 images into the training pairs sampled on the device.

@@ -6,7 +6,9 @@ downsized, modcropped, and its bicubic down-then-up input — packed into two fl
 buffers stay on the accelerator and `sample_patches`, called inside the jitted step, draws aligned
 (input, target) patches with random variant, position, 90° rotation and flip from a PRNG key, so the host
 feeds nothing per step. Patch `i` of step `t` depends only on (seed, t, i): device count and restarts do
-not change the data.
+not change the data. The layout comes from the images' shapes (`catalogue`), so with several processes
+each reads and prepares only its share of the images (`prepare_share`) and the shares are combined on the
+devices (`vdsr_jax.distributed.combine_shares`) into the same buffers one process would make.
 """
 from typing import NamedTuple, Sequence
 
@@ -15,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdsr_jax.color import luminance
-from vdsr_jax.resize import bicubic_degradation, imresize
+from vdsr_jax.resize import bicubic_degradation, imresize, resize_plan
 
 
 class PatchSource(NamedTuple):
@@ -29,6 +31,46 @@ class PatchSource(NamedTuple):
     scales: np.ndarray  # int32, the SR scale of each variant
 
 
+def variant_shape(height: int, width: int, downsize: float, scale: int) -> tuple[int, int]:
+    """The target's shape for one (downsize, scale) variant of a height×width image: imresize's ⌈d·n⌉,
+    then modcrop."""
+    if downsize != 1:
+        (_, rows), (_, cols) = sorted(resize_plan((height, width), scale=float(downsize)), key=lambda p: p[0])
+        height, width = len(rows.first), len(cols.first)
+    return height - height % scale, width - width % scale
+
+
+class Catalogue(NamedTuple):
+    """The usable variants of every image, from the images' shapes alone (no pixels)."""
+
+    shapes: np.ndarray  # (N, 2) int, every image's (H, W)
+    variants: list  # per image: [(downsize, scale, height, width), ...] that hold a patch, in prepare order
+    weights: np.ndarray  # per image: positions summed over its variants (patches are drawn ∝ positions)
+
+    @property
+    def heights(self) -> np.ndarray:
+        return np.array([vh for vs in self.variants for _, _, vh, _ in vs], np.int64)
+
+    @property
+    def widths(self) -> np.ndarray:
+        return np.array([vw for vs in self.variants for _, _, _, vw in vs], np.int64)
+
+
+def catalogue(shapes: np.ndarray, scales: Sequence[int], downsizes: Sequence[float], patch_size: int) -> Catalogue:
+    """The variants of images of `shapes` ((N, 2) H, W) that hold a patch: downsizes outer, scales inner.
+    ValueError if none does."""
+    variants, weights = [], []
+    for h, w in shapes:
+        usable = [(d, s, *variant_shape(int(h), int(w), d, s)) for d in downsizes for s in scales]
+        usable = [v for v in usable if min(v[2], v[3]) >= patch_size]
+        variants.append(usable)
+        weights.append(sum((vh - patch_size + 1) * (vw - patch_size + 1) for _, _, vh, vw in usable))
+    weights = np.asarray(weights, np.float64)
+    if not weights.sum():
+        raise ValueError(f"no training image is at least {patch_size}×{patch_size} after downsizing")
+    return Catalogue(np.asarray(shapes), variants, weights)
+
+
 def prepare_pairs(images: Sequence[np.ndarray], scales: Sequence[int], downsizes: Sequence[float],
                   patch_size: int) -> PatchSource:
     """Every (image, downsize, scale) variant large enough for one patch, packed for `sample_patches`.
@@ -36,37 +78,46 @@ def prepare_pairs(images: Sequence[np.ndarray], scales: Sequence[int], downsizes
     `images`: H×W×C uint8/uint16 HR images. ValueError if no variant holds a patch, or the variants exceed
     2^31 pixels (the flat buffers are indexed with int32).
     """
-    inputs, targets, shapes, variant_scales = [], [], [], []
-    for image in images:
-        y = luminance(image, integer=True)
-        for downsize in downsizes:
-            resized = y if downsize == 1 else imresize(y, float(downsize))
-            for scale in scales:
-                lr_up, hr = bicubic_degradation(resized, int(scale))
-                if min(hr.shape) < patch_size:
-                    continue
-                inputs.append(lr_up.ravel())
-                targets.append(hr.ravel())
-                shapes.append(hr.shape)
-                variant_scales.append(scale)
-    if not shapes:
-        raise ValueError(f"no training image is at least {patch_size}×{patch_size} after downsizing")
-    sizes = np.array([h * w for h, w in shapes], np.int64)
+    shapes = np.array([image.shape[:2] for image in images], np.int64).reshape(-1, 2)
+    return prepare_share(images, catalogue(shapes, scales, downsizes, patch_size))
+
+
+def prepare_share(images, cat: Catalogue, share: tuple[int, int] = (0, 1)) -> PatchSource:
+    """`prepare_pairs` of all the images of `cat`, reading only this process's share of them.
+
+    `images[i]`: image i (H×W×C uint8/uint16), read only for i ≡ rank (mod count), `share = (rank, count)`;
+    the layout (offsets, shapes, scales) comes from `cat`, so it is the same in every process, and the
+    pixels of the other images are left 0.0. The bits of the `count` shares, summed (or OR-ed), are
+    `prepare_pairs` of every image. ValueError over 2^31 pixels.
+    """
+    rank, count = share
+    heights, widths = cat.heights, cat.widths
+    sizes = heights * widths
     if sizes.sum() >= 2**31:
         raise ValueError("training set exceeds 2^31 pixels; use fewer images or downsizes")
-    return PatchSource(
-        inputs=np.concatenate(inputs).astype(np.float32),
-        targets=np.concatenate(targets).astype(np.float32),
-        offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int32),
-        heights=np.array([h for h, _ in shapes], np.int32),
-        widths=np.array([w for _, w in shapes], np.int32),
-        scales=np.array(variant_scales, np.int32),
-    )
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    inputs, targets = np.zeros(int(sizes.sum()), np.float32), np.zeros(int(sizes.sum()), np.float32)
+    first = np.cumsum([0] + [len(vs) for vs in cat.variants])  # each image's first variant
+    for i in range(rank, len(cat.variants), count):
+        if not cat.variants[i]:
+            continue
+        y, resized = luminance(images[i], integer=True), {}
+        for v, (downsize, scale, vh, vw) in enumerate(cat.variants[i], start=first[i]):
+            if downsize not in resized:
+                resized[downsize] = y if downsize == 1 else imresize(y, float(downsize))
+            lr_up, hr = bicubic_degradation(resized[downsize], int(scale))
+            assert hr.shape == (vh, vw), "variant_shape disagrees with imresize"
+            span = slice(offsets[v], offsets[v] + sizes[v])
+            inputs[span], targets[span] = lr_up.ravel(), hr.ravel()
+    return PatchSource(inputs=inputs, targets=targets, offsets=offsets.astype(np.int32),
+                       heights=heights.astype(np.int32), widths=widths.astype(np.int32),
+                       scales=np.array([s for vs in cat.variants for _, s, _, _ in vs], np.int32))
 
 
-def patches_per_epoch(source: PatchSource, patch_size: int) -> int:
-    """Non-overlapping patches over all variants: the paper's notion of one pass over the data."""
-    return int(np.sum((source.heights // patch_size) * (source.widths // patch_size)))
+def patches_per_epoch(pairs, patch_size: int) -> int:
+    """Non-overlapping patches over all variants of `pairs` (a PatchSource or a Catalogue): the paper's
+    notion of one pass over the data."""
+    return int(np.sum((np.asarray(pairs.heights) // patch_size) * (np.asarray(pairs.widths) // patch_size)))
 
 
 def _patch_coordinates(patch_size: int, rotation: jax.Array, flip: jax.Array):

@@ -32,43 +32,11 @@ import jax
 import numpy as np
 
 from vdsr_jax.color import luminance
-from vdsr_jax.data.patches import PatchSource
+from vdsr_jax.data.patches import Catalogue, PatchSource, variant_shape
+from vdsr_jax.data.sources import ImageStore
 from vdsr_jax.resize import resize_plan
 
 BYTES_PER_PIXEL = 8  # float32 input + float32 target
-
-
-class ImageStore:
-    """Random access to HR images (H×W×C uint8/uint16) without holding them: `len`, `shape(i)`, `image(i)`."""
-
-    def __init__(self, images: Sequence[np.ndarray] | None = None, source=None):
-        self._images, self._source = images, source
-
-    def __len__(self) -> int:
-        return len(self._images) if self._images is not None else len(self._source)
-
-    def image(self, i: int) -> np.ndarray:
-        if self._images is not None:
-            return self._images[i]
-        from vdsr_jax.image_io import decode_image
-
-        example = self._source[int(i)]
-        return decode_image(example["png"], name=example["name"].decode())
-
-    def shape(self, i: int) -> tuple[int, int]:
-        """(H, W) without decoding: read from the PNG header the folder builders write."""
-        if self._images is not None:
-            return self._images[i].shape[:2]
-        png = self._source[int(i)]["png"]
-        return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
-
-
-def variant_shape(height: int, width: int, downsize: float, scale: int) -> tuple[int, int]:
-    """The target's shape for one (downsize, scale) variant: imresize's ⌈d·n⌉, then modcrop."""
-    if downsize != 1:
-        (_, rows), (_, cols) = sorted(resize_plan((height, width), scale=float(downsize)), key=lambda p: p[0])
-        height, width = len(rows.first), len(cols.first)
-    return height - height % scale, width - width % scale
 
 
 def _apply(img: np.ndarray, plan: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
@@ -159,44 +127,6 @@ def layout(data_config, patch_size: int) -> PoolLayout:
     return PoolLayout(slots, tile, per_image, refresh, int(data_config.refresh_every_steps))
 
 
-class Catalogue(NamedTuple):
-    """The usable variants of every image, from their shapes alone."""
-
-    shapes: np.ndarray  # (N, 2)
-    variants: list  # per image: [(downsize, scale, height, width), ...] that hold a patch
-    weights: np.ndarray  # per image: positions summed over its variants (sampling ∝ positions, as `exact`)
-
-
-def catalogue(shapes: np.ndarray, scales, downsizes, patch_size: int) -> Catalogue:
-    variants, weights = [], []
-    for h, w in shapes:
-        usable = [(d, s, *variant_shape(int(h), int(w), d, s)) for d in downsizes for s in scales]
-        usable = [v for v in usable if min(v[2], v[3]) >= patch_size]
-        variants.append(usable)
-        weights.append(sum((vh - patch_size + 1) * (vw - patch_size + 1) for _, _, vh, vw in usable))
-    weights = np.asarray(weights, np.float64)
-    if not weights.sum():
-        raise ValueError(f"no training image is at least {patch_size}×{patch_size} after downsizing")
-    return Catalogue(np.asarray(shapes), variants, weights)
-
-
-def patches_per_epoch(cat: Catalogue, patch_size: int) -> int:
-    return int(sum((vh // patch_size) * (vw // patch_size) for vs in cat.variants for _, _, vh, vw in vs))
-
-
-def read_shapes(store: ImageStore) -> np.ndarray:
-    """(N, 2) image shapes; with several processes each reads its share of the headers."""
-    count, rank, n = len(store), jax.process_index(), jax.process_count()
-    shapes = np.zeros((count, 2), np.int64)
-    for i in range(rank, count, n):
-        shapes[i] = store.shape(i)
-    if n > 1:
-        from jax.experimental import multihost_utils
-
-        shapes = np.asarray(multihost_utils.process_allgather(shapes)).sum(axis=0)
-    return shapes
-
-
 def group_plan(seed: int, epoch: int, group: int, cat: Catalogue, lay: PoolLayout):
     """(image, [(downsize, scale, top, left, height, width)] × per_image): a pure function of its arguments."""
     rng = np.random.default_rng([seed, epoch, group])
@@ -252,7 +182,7 @@ class TilePool:
     # -- host side ----------------------------------------------------------------------------------------
     def _build_group(self, epoch: int, group: int):
         image_index, tiles = group_plan(self.seed, epoch, group, self.cat, self.lay)
-        image = self.store.image(image_index)
+        image = self.store[image_index]
         t = self.lay.tile
         inputs = np.zeros((len(tiles), t * t), np.float32)
         targets = np.zeros((len(tiles), t * t), np.float32)

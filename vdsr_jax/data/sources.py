@@ -2,7 +2,9 @@
 bundled sample photos."""
 import importlib.util
 import os
+from typing import Sequence
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -59,18 +61,64 @@ def skimage_images(names: str) -> list[np.ndarray]:
     return images
 
 
+class ImageStore:
+    """Random access to HR images (H×W×C uint8/uint16, `vdsr_jax.image_io` conventions) without holding
+    them: `len(store)`, `store[i]` (decodes image i), `store.shape(i)`.
+
+    Backed by a list of arrays or by a TFDS data source (`load`), whose examples hold a PNG (the folder
+    builders) or, for TFDS's own div2k, a decoded `hr` array.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray] | None = None, source=None, key: str = "png"):
+        self._images, self._source, self._key = images, source, key
+
+    def __len__(self) -> int:
+        return len(self._images) if self._images is not None else len(self._source)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._images is not None:
+            return self._images[i]
+        example = self._source[int(i)]
+        if self._key != "png":
+            return example[self._key]
+        return decode_image(example["png"], name=example["name"].decode())
+
+    def shape(self, i: int) -> tuple[int, int]:
+        """(H, W) of image i; read from the PNG header (no decoding) where the examples hold PNGs."""
+        if self._images is not None or self._key != "png":
+            return tuple(self[i].shape[:2])
+        png = self._source[int(i)]["png"]
+        return int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
+
+
+def image_store(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets",
+                manual_dir: str | os.PathLike | None = None, split: str | None = None) -> ImageStore:
+    """The images of `spec` (`skimage:NAMES`, or a builder name prepared from `manual_dir`, see `load`),
+    read on demand. DataError for an unknown or unusable source."""
+    if spec.startswith(SKIMAGE_PREFIX):
+        return ImageStore(images=skimage_images(spec[len(SKIMAGE_PREFIX):]))
+    return ImageStore(source=load(spec, data_dir, manual_dir or None, split),
+                      key=_FOREIGN_IMAGE_KEYS.get(spec.split("/")[0], "png"))
+
+
+def read_shapes(store: ImageStore) -> np.ndarray:
+    """(N, 2) int64 image shapes (H, W); with several processes each reads its share of them
+    (i ≡ `jax.process_index()` mod `jax.process_count()`) and the shares are exchanged."""
+    count, rank, n = len(store), jax.process_index(), jax.process_count()
+    shapes = np.zeros((count, 2), np.int64)
+    for i in range(rank, count, n):
+        shapes[i] = store.shape(i)
+    if n > 1:
+        from jax.experimental import multihost_utils
+
+        shapes = np.asarray(multihost_utils.process_allgather(shapes)).sum(axis=0)
+    return shapes
+
+
 def load_images(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets",
                 manual_dir: str | os.PathLike | None = None, split: str | None = None) -> list[np.ndarray]:
-    """All images of `spec` as H×W×C uint8/uint16 arrays (`vdsr_jax.image_io` conventions), in order.
-
-    `spec`: `skimage:NAMES` (bundled sample photos), or a builder name prepared from `manual_dir` (see
-    `load`). DataError for an unknown or unusable source.
+    """All images of `spec` as H×W×C uint8/uint16 arrays (`vdsr_jax.image_io` conventions), in order
+    (`image_store` read whole). DataError for an unknown or unusable source.
     """
-    if spec.startswith(SKIMAGE_PREFIX):
-        return skimage_images(spec[len(SKIMAGE_PREFIX):])
-    source = load(spec, data_dir, manual_dir or None, split)
-    examples = source.__getitems__(range(len(source)))
-    foreign = _FOREIGN_IMAGE_KEYS.get(spec.split("/")[0])
-    if foreign:
-        return [example[foreign] for example in examples]
-    return [decode_image(example["png"], name=example["name"].decode()) for example in examples]
+    store = image_store(spec, data_dir, manual_dir, split)
+    return [store[i] for i in range(len(store))]
