@@ -1,6 +1,7 @@
 """Videos and multi-frame images through `upscale`, and training frames from a folder of videos, on clips the
 tests generate (moving shapes, a tone as audio): frame count, timing, loop and audio kept, every frame equal
 to the still-image path, and bad inputs as one error line with nothing left at the output path."""
+import io
 from fractions import Fraction
 
 import av
@@ -13,6 +14,7 @@ from PIL import Image
 
 from vdsr_jax import checkpoint, upscale, video
 from vdsr_jax.data import load_images
+from vdsr_jax.image_io import decode_image
 from vdsr_jax.inference import TiledVDSR, upscale_image
 from vdsr_jax.model import VDSR
 
@@ -34,6 +36,15 @@ def moving_shapes(count, height=24, width=32):
         frame[(yy - 8 - i % 8) ** 2 + (xx - 5 - (2 * i) % 20) ** 2 < 25] = (250, 200, 30)
         frame[4:10, (3 * i) % (width - 6):(3 * i) % (width - 6) + 6] = (20, 220, 90)
         yield frame
+
+
+def with_alpha(frames, mode="RGBA"):
+    """`moving_shapes` frames with a moving transparent band (alpha 0) and a half-transparent one, in `mode`."""
+    for i, frame in enumerate(frames):
+        alpha = np.full(frame.shape[:2], 255, np.uint8)
+        alpha[:, (2 * i) % 20:(2 * i) % 20 + 5] = 0
+        alpha[-6:] = 128
+        yield np.asarray(Image.fromarray(np.dstack([frame, alpha]), "RGBA").convert(mode))
 
 
 def write_clip(path, count=6, rate=25, fmt=None, codec="libx264rgb", pix_fmt="rgb24", options=None,
@@ -134,9 +145,12 @@ def test_animated_gif_keeps_durations_and_loop(tmp_path, tiny):
     assert summary["size"] == (64, 48)
 
 
-@pytest.mark.parametrize("name,lossless", [("anim.png", False), ("anim.webp", True)])
-def test_lossless_animation_equals_still_path(tmp_path, tiny, name, lossless):
-    frames = [Image.fromarray(f) for f in moving_shapes(3)]
+@pytest.mark.parametrize("name,mode,lossless", [("anim.png", "RGB", False), ("anim.png", "RGBA", False),
+                                               ("anim.png", "LA", False), ("anim.webp", "RGBA", True)])
+def test_lossless_animation_equals_still_path(tmp_path, tiny, name, mode, lossless):
+    """APNG (FFmpeg, a frame at a time) and lossless WebP (Pillow, from frames spilled to disk): every frame, its
+    alpha and every duration (the last one too) kept exactly; WebP drops the colour of invisible pixels."""
+    frames = [Image.fromarray(f) for f in with_alpha(moving_shapes(3), mode)]
     options = {"lossless": True} if name.endswith(".webp") else {}
     frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=[40, 80, 120], loop=0,
                    **options)
@@ -144,8 +158,53 @@ def test_lossless_animation_equals_still_path(tmp_path, tiny, name, lossless):
     source_frames, _ = decoded(tmp_path / name)
     out, summary = decoded(tmp_path / f"out{name[4:]}")
     assert summary["durations"] == [40, 80, 120] and summary["loop"] == 0
+    assert out[0].shape[-1] == len(mode) and not list(tmp_path.glob(".*"))  # no temporary or spilled file left
     for got, want in zip(out, still_path(source_frames, tiny[1]), strict=True):
-        np.testing.assert_array_equal(got, want)
+        assert_equal_where_visible(got, want) if name.endswith(".webp") else np.testing.assert_array_equal(got, want)
+
+
+def assert_equal_where_visible(got, want):
+    """The same alpha, and the same colour wherever alpha is not 0."""
+    np.testing.assert_array_equal(got[..., -1], want[..., -1])
+    np.testing.assert_array_equal(got[want[..., -1] > 0], want[want[..., -1] > 0])
+
+
+def test_transparent_gif_equals_still_path_as_a_gif(tmp_path, tiny):
+    """Each GIF frame is the still-image result quantised as Pillow quantises a one-frame GIF: the same
+    colours where visible, and the same transparent pixels."""
+    frames = [Image.fromarray(f) for f in with_alpha(moving_shapes(4))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=[60, 30, 90, 40],
+                   disposal=2)
+    assert run(tiny, tmp_path / "anim.gif", tmp_path / "out.gif") == 0
+    source_frames, _ = decoded(tmp_path / "anim.gif")
+    out, summary = decoded(tmp_path / "out.gif")
+    assert summary["durations"] == [60, 30, 90, 40] and summary["loop"] is None and out[0].shape[-1] == 4
+    for got, want in zip(out, still_path(source_frames, tiny[1]), strict=True):
+        buffer = io.BytesIO()
+        Image.fromarray(want).save(buffer, format="GIF")
+        assert_equal_where_visible(got, decode_image(buffer.getvalue()))
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
+def test_animation_frames_reach_the_disk_as_they_come(tmp_path, tiny, suffix):
+    """Streaming: while frames are upscaled, the files being written (the output, a spill of frames) grow,
+    so no writer holds the frames until the end (FFmpeg writes in blocks of 256 KiB: noise, 16 frames)."""
+    noise = np.random.default_rng(0).integers(0, 256, (16, 64, 128, 3), np.uint8)
+    frames = [Image.fromarray(f) for f in noise]
+    frames[0].save(tmp_path / "noise.gif", save_all=True, append_images=frames[1:], duration=50)
+    written = []
+
+    class Progress:
+        def reset(self, total):
+            pass
+
+        def update(self, _):
+            written.append(sum(p.stat().st_size for p in tmp_path.glob(".*")))
+
+    net = TiledVDSR(TINY, tiny[1], tile=128)
+    assert video.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
+                                    progress=Progress()) == 16
+    assert written[3] < written[15], written
 
 
 def test_multipage_tiff_keeps_pages_and_16_bits(tmp_path, tiny):

@@ -23,7 +23,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LISTING_RULE = ("image files by suffix (" + ", ".join(IMAGE_SUFFIXES) + "), sorted by name; names starting "
                 "with '.' (hidden files, macOS '._' metadata) are skipped")
 EXIF_ORIENTATION = 0x0112
-_PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+PIL_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # Pillow mode of C channels
 
 
 # ---- listing ---------------------------------------------------------------------------------------------
@@ -84,7 +84,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
             elif im.format == "TIFF":
                 pixels = tifffile.imread(io.BytesIO(data))
             else:
-                pixels = _pillow_pixels(im, name)
+                pixels = pillow_pixels(im, name)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
@@ -93,11 +93,12 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise
     except Exception as e:  # noqa: BLE001 - codecs raise OSError, SyntaxError, zlib.error, ... for damaged files
         raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
-    return orient(_channels_last(pixels, name), orientation)
+    return orient(channels_last(pixels, name), orientation)
 
 
-def _pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
-    """8-bit pixels of a Pillow image, keeping transparency (alpha, palette or colour key)."""
+def pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
+    """H×W×C uint8 pixels (C = 1 to 4, see the module docstring) of the current frame of a Pillow image,
+    keeping transparency (alpha, palette or colour key); ImageError naming `name` for 16-bit or float modes."""
     if im.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
         raise ImageError(f"{name}: {im.mode} samples are not supported (8-bit {im.format} expected)")
     transparent = "transparency" in im.info or im.mode in ("RGBA", "RGBa", "PA", "LA", "La")
@@ -111,14 +112,16 @@ def _palette_is_grey(im: Image.Image) -> bool:
     return bool((colours == colours[:, :1]).all())
 
 
-def _channels_last(pixels: np.ndarray, name: str) -> np.ndarray:
+def channels_last(pixels: np.ndarray, name: str) -> np.ndarray:
+    """Decoded samples (H×W or H×W×C, bool, uint8 or uint16) as H×W×C uint8/uint16 pixels, C = 1 to 4
+    (bool as 0/255); ImageError naming `name` for other sample types or layouts."""
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint8) * 255
     if pixels.dtype not in (np.uint8, np.uint16):
         raise ImageError(f"{name}: {pixels.dtype} samples are not supported (only 8 and 16 bits)")
     if pixels.ndim == 2:
         pixels = pixels[..., None]
-    if pixels.ndim != 3 or pixels.shape[-1] not in _PIL_MODES:
+    if pixels.ndim != 3 or pixels.shape[-1] not in PIL_MODES:
         raise ImageError(f"{name}: unsupported layout of shape {pixels.shape} (1 to 4 channels expected)")
     return pixels
 
@@ -187,12 +190,20 @@ def encode_image(pixels: np.ndarray, fmt: str) -> bytes:
                          photometric="minisblack" if channels <= 2 else "rgb",
                          extrasamples=("unassalpha",) if channels in (2, 4) else None)
         return buffer.getvalue()
-    if pixels.dtype == np.uint16:
-        pixels = np.floor(pixels / 257 + 0.5).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels[..., 0] if channels == 1 else pixels, _PIL_MODES[channels]) \
-        .save(buffer, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    pillow_image(pixels).save(buffer, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
     return buffer.getvalue()
+
+
+def to_8_bits(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as they are; uint16 samples rounded to the nearest 8-bit value (v / 257)."""
+    return np.floor(pixels / 257 + 0.5).astype(np.uint8) if pixels.dtype == np.uint16 else pixels
+
+
+def pillow_image(pixels: np.ndarray) -> Image.Image:
+    """A Pillow image (L, LA, RGB or RGBA) of H×W×C uint8/uint16 pixels, 16-bit samples rounded to 8 bits."""
+    pixels = to_8_bits(pixels)
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, PIL_MODES[pixels.shape[-1]])
 
 
 def write_image(path, pixels: np.ndarray) -> Path:

@@ -7,17 +7,20 @@ when a side is odd, which 4:2:0 cannot hold) in .mp4/.mkv/.mov/.avi, VP9 (CRF 31
 H.264 RGB with qp 0 (libx264rgb), VP9 lossless in RGB (gbrp) for .webm, so the decoded frames are exactly the
 upscaled ones. Alpha in videos and samples above 8 bits are not kept.
 
-Multi-frame images (animated GIF, WebP and PNG, multi-page TIFF) go through Pillow (tifffile for TIFF, which
-keeps 16 bits): every frame as composed for display, its duration and the loop count are kept.
+Multi-frame images (animated GIF, WebP and PNG, multi-page TIFF) are read by Pillow (tifffile for TIFF, which
+keeps 16 bits) one frame at a time: every frame as composed for display, its duration and the loop count are
+kept. They are written, 8 bits except TIFF, by FFmpeg (GIF: frames quantised as Pillow quantises a GIF;
+APNG: lossless) and tifffile a frame at a time, and by Pillow for WebP (see `WebPAnimationWriter`).
 
 Frames are decoded, upscaled and encoded as a stream (`inference.upscale_frames`), so memory follows the
-frame and tile sizes, not the clip length; Pillow, however, holds the frames of a GIF, WebP or PNG
-animation until it writes the file (animations are short). Output is written under a temporary name and
-renamed when complete.
+frame and tile sizes, not the clip length; only an animated WebP grows, by its encoded size, in memory
+until it is written. Output is written under a temporary name and renamed when complete.
 """
 import contextlib
 import itertools
 import re
+import struct
+import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -28,7 +31,7 @@ import tifffile
 from PIL import Image
 
 from vdsr_jax.errors import ImageError
-from vdsr_jax.image_io import _PIL_MODES, _channels_last, _pillow_pixels, atomic_output
+from vdsr_jax.image_io import PIL_MODES, atomic_output, channels_last, pillow_image, pillow_pixels, to_8_bits
 from vdsr_jax.inference import DEFAULT_BATCH, TiledVDSR, upscale_frames
 from vdsr_jax.resize import BicubicWindows
 
@@ -36,7 +39,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 ANIMATION_SUFFIXES = (".gif", ".webp", ".png", ".apng", ".tif", ".tiff")  # routed here when of several frames
 FRAME_SUFFIXES = VIDEO_SUFFIXES + (".gif", ".apng")  # listed in folders by `upscale` beside still images
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
-_PILLOW_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
+_MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
 
 # PyAV < 19 decodes container metadata strictly unless told otherwise; 19 dropped the option (and the strictness).
@@ -164,11 +167,11 @@ class AnimationReader:
         try:
             if self.tiff:
                 self.file = tifffile.TiffFile(self.path)
-                first = _channels_last(self.file.pages[0].asarray(), str(self.path))
+                first = channels_last(self.file.pages[0].asarray(), str(self.path))
                 self.count, self.loop = len(self.file.pages), None
             else:
                 self.file = Image.open(self.path)
-                first = _pillow_pixels(self.file, str(self.path))
+                first = pillow_pixels(self.file, str(self.path))
                 self.count, self.loop = self.file.n_frames, self.file.info.get("loop")
         except ImageError:
             raise
@@ -182,11 +185,11 @@ class AnimationReader:
         if self.tiff:
             for page in self.file.pages:
                 self.decoded += 1
-                yield Frame(_channels_last(page.asarray(), str(self.path)))
+                yield Frame(channels_last(page.asarray(), str(self.path)))
             return
         for index in range(self.count):
             self.file.seek(index)
-            pixels = np.asarray(self.file.convert(_PIL_MODES[self.channels]))
+            pixels = np.asarray(self.file.convert(PIL_MODES[self.channels]))
             self.decoded += 1
             yield Frame(pixels[..., None] if pixels.ndim == 2 else pixels,
                         duration=self.file.info.get("duration"))
@@ -279,31 +282,121 @@ class VideoWriter:
             self.container.close()
 
 
-class PillowAnimationWriter:
-    """GIF, WebP or PNG animation: Pillow writes the file from all frames at the end."""
+class FFmpegAnimationWriter:
+    """GIF or APNG through FFmpeg's encoder and muxer, one frame at a time (the muxer holds back one packet to
+    learn its delay from the next time stamp). GIF frames are quantised as Pillow's GIF writer does (an
+    adaptive palette of at most 256 colours per frame, its first fully transparent colour kept transparent;
+    grey frames exact); APNG frames are lossless, 8 bits."""
 
-    def __init__(self, tmp: Path, suffix: str, reader, lossless: bool):
-        self.tmp, self.format, self.loop, self.lossless = tmp, _PILLOW_FORMATS[suffix], reader.loop, lossless
-        self.frames, self.durations = [], []
+    def __init__(self, tmp: Path, suffix: str, reader, height: int, width: int):
+        self.gif = suffix == ".gif"
+        if self.gif:  # a NETSCAPE loop block only where the source had one, as Pillow writes GIFs
+            muxer, options, pix_fmt = "gif", {"loop": str(-1 if reader.loop is None else reader.loop)}, "pal8"
+        else:  # plays 0: forever, Pillow's default for APNG
+            muxer, options = "apng", {"plays": str(reader.loop or 0)}
+            pix_fmt = {1: "gray", 2: "ya8", 3: "rgb24", 4: "rgba"}[reader.channels]
+        self.mode = PIL_MODES[reader.channels]
+        self.container = av.open(str(tmp), "w", format=muxer, options=options)
+        self.stream = self.container.add_stream(muxer)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
+        self.stream.time_base = self.stream.codec_context.time_base = _MILLISECOND
+        self.clock = Fraction(0)  # milliseconds; time stamps are rounded from the sum, so rounding never drifts
+        self.held = None  # the newest packet, muxed once it is known not to be the last
 
     def write(self, pixels: np.ndarray, frame: Frame):
-        if pixels.dtype == np.uint16:
-            pixels = np.floor(pixels / 257 + 0.5).astype(np.uint8)
-        self.frames.append(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels,
-                                           _PIL_MODES[pixels.shape[-1]]))
+        image = pillow_image(pixels).convert(self.mode)
+        if self.gif:
+            out = av.VideoFrame.from_ndarray(_quantised(image), format="pal8")
+        else:  # PyAV's from_ndarray lacks ya8: the rows go into the plane, past its padding
+            out = av.VideoFrame(image.width, image.height, self.stream.pix_fmt)
+            plane = out.planes[0]
+            rows = np.frombuffer(plane, np.uint8).reshape(image.height, plane.line_size)
+            rows[:, :image.width * len(self.mode)] = np.asarray(image).reshape(image.height, -1)
+        out.pts, out.time_base = round(self.clock), _MILLISECOND  # (the GIF muxer sets the stream's to 1/100 s)
+        self.clock += Fraction(frame.duration or 100)
+        self._mux(self.stream.encode(out))
+
+    def _mux(self, packets):
+        for packet in packets:
+            if self.held is not None:
+                self.container.mux(self.held)
+            self.held = packet
+
+    def close(self):
+        self._mux(self.stream.encode(None))
+        milliseconds = round(self.clock) - self.held.pts
+        if self.gif:  # the muxer takes the last frame's delay from the packet's duration
+            self.held.duration = milliseconds
+        else:
+            _set_apng_delay(self.held, milliseconds)
+        self.container.mux(self.held)
+        self.container.close()
+
+    def abort(self):
+        with contextlib.suppress(Exception):
+            self.container.close()
+
+
+def _quantised(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(H×W palette indices, 256×4 ARGB palette) of an L, LA, RGB or RGBA image, as Pillow's GIF writer
+    converts frames: grey exactly, colour (and grey + alpha) to an adaptive palette whose first colour of
+    alpha 0 is the one transparent entry."""
+    palette = np.zeros((256, 4), np.uint8)
+    if image.mode == "L":
+        palette[:, 0], palette[:, 1:] = 255, np.arange(256, dtype=np.uint8)[:, None]
+        return np.asarray(image), palette
+    indexed = image.convert("RGBA" if image.mode == "LA" else image.mode).convert("P", palette=Image.Palette.ADAPTIVE)
+    colours = np.asarray(indexed.getpalette("RGBA"), np.uint8).reshape(-1, 4)
+    palette[:len(colours), 1:] = colours[:, :3]
+    palette[:len(colours), 0] = 255
+    transparent = np.flatnonzero(colours[:, 3] == 0)
+    if transparent.size:
+        palette[transparent[0], 0] = 0
+    return np.asarray(indexed), palette
+
+
+def _set_apng_delay(packet, milliseconds: int) -> None:
+    """Write the delay into the fcTL chunk that starts an APNG packet. FFmpeg's muxer fills only delays left
+    at 0/0, from the next frame's time stamp, and gives the last frame the delay before it (or a fixed
+    `final_delay` that must be known when the header is written, before the first frame)."""
+    data = bytearray(bytes(packet))
+    start = data.index(b"fcTL") + 4  # the chunk's fields; its CRC covers type and fields (PNG spec, 5.3)
+    num, den = (milliseconds, 1000) if milliseconds <= 0xFFFF else (min(round(milliseconds / 1000), 0xFFFF), 1)
+    struct.pack_into(">HH", data, start + 20, num, den)
+    struct.pack_into(">I", data, start + 26, zlib.crc32(data[start - 4:start + 26]))
+    packet.update(bytes(data))
+
+
+class WebPAnimationWriter:
+    """Animated WebP through Pillow (libwebp), as still WebP images are written (quality 95, or lossless).
+    Pillow's encoder reads the frames of one image file one at a time, so the upscaled frames are spilled
+    (8 bits, uncompressed) to a multi-page TIFF beside the output and encoded from it at the end; libwebp's
+    animation encoder keeps the *encoded* frames until it assembles the file, so memory grows by the
+    compressed size only."""
+
+    def __init__(self, tmp: Path, reader, lossless: bool):
+        self.tmp, self.spill = tmp, tmp.with_name(tmp.name + ".frames.tif")
+        self.pages = TiffPagesWriter(self.spill)
+        self.options = {"lossless": True} if lossless else {"quality": 95}
+        if reader.loop is not None:
+            self.options["loop"] = reader.loop
+        self.durations = []
+
+    def write(self, pixels: np.ndarray, frame: Frame):
+        self.pages.write(to_8_bits(pixels), frame)
         self.durations.append(frame.duration or 100)
 
     def close(self):
-        options = {"duration": self.durations}
-        if self.loop is not None:
-            options["loop"] = self.loop
-        if self.format == "WEBP":
-            options.update(lossless=True) if self.lossless else options.update(quality=95)
-        self.frames[0].save(self.tmp, format=self.format, save_all=True, append_images=self.frames[1:],
-                            **options)
+        self.pages.close()
+        try:
+            with Image.open(self.spill) as frames:
+                frames.save(self.tmp, format="WEBP", save_all=True, duration=self.durations, **self.options)
+        finally:
+            self.spill.unlink(missing_ok=True)
 
     def abort(self):
-        self.frames.clear()
+        self.pages.abort()
+        self.spill.unlink(missing_ok=True)
 
 
 class TiffPagesWriter:
@@ -339,7 +432,9 @@ def _writer(tmp: Path, target: Path, reader, height: int, width: int, crf, lossl
         return VideoWriter(tmp, suffix, reader, height, width, crf, lossless)
     if suffix in (".tif", ".tiff"):
         return TiffPagesWriter(tmp)
-    return PillowAnimationWriter(tmp, suffix, reader, lossless)
+    if suffix == ".webp":
+        return WebPAnimationWriter(tmp, reader, lossless)
+    return FFmpegAnimationWriter(tmp, suffix, reader, height, width)
 
 
 def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | None = None,
@@ -364,7 +459,7 @@ def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | 
             try:
                 frames = ((frame.pixels, frame) for frame in _decoding(reader, getattr(writer, "mux_audio", None)))
                 for pixels, frame in upscale_frames(frames, scale, net, batch):
-                    if pixels.shape[:2] != (height, width) and isinstance(writer, VideoWriter):
+                    if pixels.shape[:2] != (height, width) and not isinstance(writer, TiffPagesWriter):
                         raise ImageError(f"{source}: frame {written + 1} changes the frame size")
                     writer.write(pixels, frame)
                     written += 1
