@@ -91,9 +91,9 @@ MIB = 2**20
 
 
 def exact_pairs(config, store, sharding, say):
-    """The `exact` mode: every variant's pairs on the devices (a PatchSource); ConfigError when the images
-    give no patch or their pairs exceed `config.data.device_budget_mib`, checked from the image shapes before
-    any pixel is read. Each process reads and prepares only its share of the images."""
+    """The `exact` mode: (every variant's pairs on the devices, a PatchSource; the Catalogue). ConfigError
+    when the images give no patch or their pairs exceed `config.data.device_budget_mib`, checked from the
+    image shapes before any pixel is read. Each process reads and prepares only its share of the images."""
     cat = catalogue_from_config(config, store)
     need = sum(vh * vw for vs in cat.variants for _, _, vh, vw in vs) * pool.BYTES_PER_PIXEL
     if need > config.data.device_budget_mib * MIB:
@@ -105,9 +105,9 @@ def exact_pairs(config, store, sharding, say):
     except ValueError as e:  # over 2^31 pixels
         raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
     say(f"data: exact mode, {len(store)} images, {need / MIB:.0f} MiB of pairs on each device")
-    pixels = {"inputs": distributed.combine_shares(share.inputs, sharding),
-              "targets": distributed.combine_shares(share.targets, sharding)}
-    return jax.device_put(share._replace(inputs=None, targets=None), sharding)._replace(**pixels), cat
+    layout = jax.device_put(share._replace(inputs=None, targets=None), sharding)  # the same in every process
+    return layout._replace(inputs=distributed.combine_shares(share.inputs, sharding),
+                           targets=distributed.combine_shares(share.targets, sharding)), cat
 
 
 def catalogue_from_config(config, store) -> patches.Catalogue:
