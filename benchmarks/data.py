@@ -1,7 +1,7 @@
 """The training input path at two sizes: the 291 images (exact mode) and a generated DIV2K-size set (pool mode).
 
-    python -m benchmarks.data [--sets 291 div2k] [--images 800] [--size 2040x1356] [--budget-mib 2048]
-                              [--train-steps 3] [--gpu-rate 40000]
+    python -m benchmarks.data [--sets 291 div2k] [--images 800] [--size 2040x1356] [--budget-mib 1024]
+                              [--train-steps 3] [--gpu-rate 40000] [--sampler-only]
 
 Each set is measured in its own process (so peak RSS is that set's): preparation time, device bytes of the
 training data, peak host RSS, the on-device sampler's patches/s (batch 64 of 41×41, jitted as in the step)
@@ -10,6 +10,9 @@ hold). `div2k` writes `--images` PNGs of `--size` (smooth random content with no
 temporary folder, prepares them with the `div2k_hr` builder and removes everything afterwards;
 `--train-steps` then runs `vdsr-train --config div2k` on them for that many steps (peak RSS of the run).
 The step rate to feed is measured here (the full model, batch 64) and `--gpu-rate` stands for a GPU.
+`--sampler-only` measures the sampler alone, in this process: on the 291 images' pairs, and on a full pool
+of the layout `--budget-mib` gives, its tiles random pixels (the sampler's speed depends on the layout, not
+on the pixels; the generated set's tiles are all full 256² ones), with no PNGs generated.
 """
 import argparse
 import json
@@ -33,7 +36,7 @@ def peak_rss_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def sampler_rate(source, reps: int = 20) -> float:
+def sampler_rate(source, reps: int = 200) -> float:
     """Patches/s of `sample_patches` alone (batch 64, 41×41, augmentation on), as the step runs it."""
     import jax
     import jax.numpy as jnp
@@ -74,16 +77,57 @@ def step_rate(steps: int = 2) -> float:
     return steps * BATCH / (time.perf_counter() - start)
 
 
-def measure_291(data_dir: Path) -> dict:
-    import jax
-
+def pairs_291(data_dir: Path):
+    """The 291 images and their exact-mode pairs (x234's scales and downsizes), with the seconds to load them
+    (TFDS preparation included) and to load and prepare the pairs."""
     from vdsr_jax.data import load_images, patches
 
     start = time.perf_counter()
     images = load_images("train291", data_dir, SHARED / "train291")
     loaded = time.perf_counter() - start
     source = patches.prepare_pairs(images, (2, 3, 4), (1.0, 0.7, 0.5), PATCH)
-    prepared = time.perf_counter() - start
+    return images, source, loaded, time.perf_counter() - start
+
+
+def pool_stand_in(budget_mib: float):
+    """A full pool of the div2k config's layout at `budget_mib`: every slot a 256² tile of random pixels."""
+    from vdsr_jax.configs import div2k
+    from vdsr_jax.data import pool
+    from vdsr_jax.data.patches import PatchSource
+
+    config = div2k.get_config()
+    config.data.device_budget_mib = budget_mib
+    lay = pool.layout(config.data, PATCH)
+    rng = np.random.default_rng(0)
+    pixels = lay.slots * lay.tile**2
+    sides = np.full(lay.slots, lay.tile, np.int32)
+    return PatchSource(rng.random(pixels, np.float32), rng.random(pixels, np.float32),
+                       (np.arange(lay.slots) * lay.tile**2).astype(np.int32), sides, sides,
+                       rng.choice(np.asarray(config.scales, np.int32), lay.slots))
+
+
+def sampler_only(sets, budget_mib: float) -> None:
+    import jax
+
+    for name in sets:
+        if name == "291":
+            tmp = Path(tempfile.mkdtemp(prefix="vdsr_data_bench_"))
+            try:
+                source = pairs_291(tmp / "tfds")[1]
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            label = f"291 images (exact, {len(source.heights)} variants)"
+        else:
+            source = pool_stand_in(budget_mib)
+            label = f"pool of {len(source.heights)} tiles of 256² (budget {budget_mib:g} MiB)"
+        rate = sampler_rate(jax.device_put(source))
+        print(f"{label}: sampler {rate:.0f} patches/s (load average {os.getloadavg()[0]:.1f})")
+
+
+def measure_291(data_dir: Path) -> dict:
+    import jax
+
+    images, source, loaded, prepared = pairs_291(data_dir)
     device_source = jax.device_put(source)
     return {"set": "291 images (exact)", "images": len(images),
             "hr_mpixels": sum(im.shape[0] * im.shape[1] for im in images) / 1e6,
@@ -208,11 +252,14 @@ def main() -> None:
     parser.add_argument("--host-budget-mib", type=float, default=1024.0)
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--gpu-rate", type=float, default=40000.0, help="patches/s of a GPU step to feed")
+    parser.add_argument("--sampler-only", action="store_true", help="only the on-device sampler's patches/s")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         return child(args)
+    if args.sampler_only:
+        return sampler_only(args.sets, args.budget_mib)
     width, height = map(int, args.size.lower().split("x"))
     step = run_child("step", args, Path("."))["step_patches_per_s"]
     print(f"train step here: {step:.1f} patches/s (batch {BATCH}); GPU figure used: {args.gpu_rate:.0f} patches/s")

@@ -92,6 +92,49 @@ def test_each_process_reads_only_its_share_and_the_shares_make_the_whole_pairs_b
         np.testing.assert_array_equal(bits.view(np.float32), getattr(whole, name))
         assert np.array_equal(bits, getattr(whole, name).view(np.uint32))  # bit for bit, not just equal values
 
+def test_sampled_patches_are_uniform_crops_with_each_of_the_8_rotations_and_flips():
+    """Against numpy: every patch is `np.rot90(np.fliplr(crop) if flip else crop, rotation)` of a crop of its
+    variant; variants come ∝ their positions, and every position, rotation and flip occurs about equally.
+    Patch i depends only on (key, i)."""
+    shapes, patch, n = [(12, 15), (20, 11)], 5, 4000
+    sizes = [h * w for h, w in shapes]
+    pixels = np.arange(sum(sizes), dtype=np.float32)  # a pixel's value is its flat index
+    images = [pixels[:sizes[0]].reshape(shapes[0]), pixels[sizes[0]:].reshape(shapes[1])]
+    source = patches.PatchSource(pixels + 0.5, pixels, np.array([0, sizes[0]], np.int32),
+                                 *(np.array(column, np.int32) for column in zip(*shapes)), np.array([2, 3], np.int32))
+
+    def crop_of(patch_values):
+        """(variant, top, left) and the crop holding these pixels: its top-left one has the smallest index."""
+        corner = int(patch_values.min())
+        variant = int(corner >= sizes[0])
+        top, left = divmod(corner - variant * sizes[0], shapes[variant][1])
+        crop = images[variant][top:top + patch, left:left + patch]
+        assert crop.shape == (patch, patch)
+        return (variant, top, left), crop
+
+    sample = jax.jit(patches.sample_patches, static_argnums=(3, 4))
+    inputs, targets = (np.asarray(a)[..., 0] for a in sample(source, jax.random.key(0), jnp.arange(n), patch, True))
+    np.testing.assert_array_equal(inputs, targets + 0.5)
+    transforms = {(rotation, flip): lambda crop, r=rotation, f=flip: np.rot90(np.fliplr(crop) if f else crop, r)
+                  for rotation in range(4) for flip in (False, True)}
+    seen, corners = {key: 0 for key in transforms}, {}
+    for target in targets:
+        corner, crop = crop_of(target)
+        matches = [key for key, transform in transforms.items() if np.array_equal(transform(crop), target)]
+        assert len(matches) == 1
+        seen[matches[0]] += 1
+        corners[corner] = corners.get(corner, 0) + 1
+    assert all(abs(count - n / 8) < 110 for count in seen.values()), seen  # ±5 σ
+    positions = [(h - patch + 1) * (w - patch + 1) for h, w in shapes]
+    assert len(corners) == sum(positions)  # every position of both variants (≈ 20 draws each)
+    first = sum(count for (variant, _, _), count in corners.items() if variant == 0)
+    assert abs(first - n * positions[0] / sum(positions)) < 160  # ∝ positions, ±5 σ
+    _, plain = sample(source, jax.random.key(0), jnp.arange(n), patch, False)
+    for values in np.asarray(plain)[..., 0]:
+        np.testing.assert_array_equal(values, crop_of(values)[1])
+    tail, _ = sample(source, jax.random.key(0), jnp.arange(n - 8, n), patch, True)
+    np.testing.assert_array_equal(np.asarray(tail)[..., 0], inputs[-8:])
+
 
 MULTI_DEVICE_SCRIPT = """
 import jax, numpy as np
