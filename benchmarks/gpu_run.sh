@@ -3,7 +3,8 @@
 # throughput of vdsr_jax (float32, TF32, bf16) and torch_reference (fp32, TF32, channels_last + bf16 autocast,
 # torch.compile) at batch 64/128/256, (c) vdsr_jax.configs.x234 trained within the time left (schedule scaled,
 # documented in results.json), (d) Set5/Set14 ×2/×3/×4 of the final weights, (e) results.json, train_log.jsonl,
-# weights.npz (vdsr_jax.pretrained format) and run.log under $OUT, (f) the training loop's patches/s.
+# weights.npz (vdsr_jax.pretrained format) and run.log under $OUT, (f) the training loop's patches/s, (g) the
+# on-device sampler alone against the fastest step (issue 12: it should sustain 3× the step rate).
 #
 # Before it, here:  python -m benchmarks.pack_device_data --out .device_pack   (training Y, Set5/Set14, wheels)
 # The device call:  run(command="bash benchmarks/gpu_run.sh", carry=[".device_pack"], timeout_s=600)

@@ -104,6 +104,7 @@ def test_tiny_run_end_to_end(tmp_path):
     assert {(r["impl"], r["setting"]) for r in results["throughput"]["rows"]} >= {
         ("vdsr_jax", "bf16"), ("vdsr_jax", "float32"), ("torch", "fp32"), ("torch", "bf16_channels_last")}
     assert all(p["ratio"] > 0 for p in results["throughput"]["pairs"])
+    assert results["sampler"]["patches_per_s"] > 0 and results["goals"]["sampler_over_best_step"] > 0
     training = results["training"]
     assert training["steps"] == 3 and training["status"] == "done" and np.isfinite(training["final_loss"])
     assert training["loop_patches_per_s_sync_every_step"] > 0

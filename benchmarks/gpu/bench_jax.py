@@ -120,6 +120,15 @@ def measure_step(s: dict, precision: str, batch: int, host_source) -> dict:
             "patches_per_s": batch / seconds, "tflops": flops / seconds / 1e12, "compile_s": compile_s}
 
 
+def measure_sampler(pool_mib: float) -> dict:
+    """Patches/s of the on-device sampler alone (`benchmarks.data`), on a full pool of the div2k layout."""
+    import jax
+
+    from benchmarks.data import pool_stand_in, sampler_rate
+
+    return {"pool_mib": pool_mib, "patches_per_s": sampler_rate(jax.device_put(pool_stand_in(pool_mib)))}
+
+
 def main(argv=None) -> int:
     args = stage_args(argv)
     s = args.settings
@@ -129,6 +138,10 @@ def main(argv=None) -> int:
     write_json(out_path, result)
     result["matmul"] = bf16_matmul_tflops(s["matmul_n"], s["reps"])
     log("jax", f"bf16 matmul {s['matmul_n']}³: {result['matmul']['tflops']:.1f} TFLOP/s")
+    write_json(out_path, result)
+    result["sampler"] = measure_sampler(s["sampler_pool_mib"])
+    log("jax", f"on-device sampler alone (batch 64 of 41², pool of {s['sampler_pool_mib']} MiB): "
+               f"{result['sampler']['patches_per_s']:.0f} patches/s")
     write_json(out_path, result)
     host_source = random_source(s["patch"])
     measured = []

@@ -77,7 +77,10 @@ def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
     eval_rows = evaluation.get("rows", [])
     stage_wall = {name: entry.get("seconds") for name, entry in timeline.items()}
     recipe_wall = sum(v for v in (prep.get("seconds"), stage_wall.get("train_run"), stage_wall.get("eval_run")) if v)
+    best_step = max((r["patches_per_s"] for r in jax_bench.get("steps", [])), default=None)
+    sampler = jax_bench.get("sampler", {}).get("patches_per_s")
     goals = {
+        "sampler_over_best_step": sampler / best_step if sampler and best_step else None,
         "best_bf16_share_of_ceiling": max((r["share_of_ceiling"] or 0 for r in bf16), default=None),
         "best_bf16_ratio_vs_torch_best": max((p["ratio_vs_torch_best"] for p in bf16_pairs), default=None),
         "rows_at_or_above_paper": [f"{r['dataset']} x{r['scale']}" for r in eval_rows
@@ -97,6 +100,7 @@ def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
             "timeline": timeline, "env": jax_bench.get("env"),
             "torch_env": {k: v for k, v in torch_bench.items() if k not in ("steps", "skipped", "matmul")},
             "ceiling": {"bf16_matmul_tflops": ceiling, "jax": jax_bench.get("matmul"), "torch": torch_bench.get("matmul")},
+            "sampler": jax_bench.get("sampler"),
             "throughput": {"rows": rows, "pairs": pairs,
                            "skipped": jax_bench.get("skipped", []) + torch_bench.get("skipped", [])},
             "prep": prep, "training": train, "evaluation": eval_rows, "goals": goals}
