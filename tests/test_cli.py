@@ -34,10 +34,13 @@ def test_every_command_has_help(name, tmp_path):
     assert "config" in done.stdout if name == "vdsr-train" else name in done.stdout
 
 
-def test_upscale_from_another_directory(tmp_path):
+def save_tiny_checkpoint(where: Path) -> None:
     model = VDSR(depth=3, features=8)
-    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
-    checkpoint.save_model(tmp_path / "ckpt", params, model)
+    checkpoint.save_model(where, model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"], model)
+
+
+def test_upscale_from_another_directory(tmp_path):
+    save_tiny_checkpoint(tmp_path / "ckpt")
     image_io.write_image(tmp_path / "in.png", np.full((9, 7, 3), 100, np.uint8))
     done = subprocess.run([script("vdsr-upscale"), "in.png", "--checkpoint", "ckpt", "--scale", "2", "-o", "out.png"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -72,11 +75,27 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--config.no_such_field=1"], "no such config field"),
-    (["--config", "missing_config.py"], "missing_config.py"),
+    (["--config.no_such_field=1"], "no such config field in an override: no_such_field"),
+    (["--config", "missing_config.py"], "--config missing_config.py: no such file, and not an installed config (x234,"),
+    (["--config=nosuchconfig"], "--config nosuchconfig: no such file"),
     (["--no_such_flag"], "no_such_flag"),
 ])
 def test_train_refuses_bad_flags_and_overrides_in_one_line(args, words, tmp_path):
     done = subprocess.run([script("vdsr-train"), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert_one_error_line(done.returncode, done.stderr.strip().splitlines(), words)
     assert not (tmp_path / "runs").exists()
+
+
+NO_TORCH = "import sys; sys.modules['torch'] = None; from vdsr_jax import convert; sys.exit(convert.main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("args", [["--from-torch", "weights.pth", "--out", "ckpt"], ["--to-torch", "ckpt", "--out",
+                                                                                     "weights.pth"]])
+def test_convert_without_torch_says_how_to_install_it(args, tmp_path):
+    """torch is optional: where it is missing (simulated), convert says so in one line, not that the file is bad."""
+    (tmp_path / "weights.pth").write_bytes(b"PK")
+    save_tiny_checkpoint(tmp_path / "ckpt")
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert_one_error_line(done.returncode, done.stderr.strip().splitlines(), "needs PyTorch, which is not installed",
+                          'pip install "vdsr_jax[torch]"')

@@ -153,6 +153,13 @@ def test_missing_or_wrong_folder_says_what_is_expected(tmp_path, name, layout, m
     assert "manual_dir" in str(info.value)  # the builder's layout instructions come along
 
 
+@pytest.mark.parametrize("name", ["image_folder/mine", "set14"])
+def test_no_folder_at_all_is_refused_before_anything_is_written(tmp_path, name):
+    with pytest.raises(DataError, match=f"{name} is not prepared in .*no folder to build it from was given"):
+        datasets.load(name, tmp_path / "data")
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.json"))
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="would start a ~4 GB download")
 def test_div2k_says_tensorflow_is_needed_before_downloading(tmp_path):
     with pytest.raises(DataError, match="needs TensorFlow.*div2k_hr"):

@@ -33,7 +33,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_processes", None, "processes in the run (env JAX_NUM_PROCESSES)")
     flags.DEFINE_integer("process_id", None, "this process's rank, 0 … num_processes-1 (env JAX_PROCESS_ID)")
     flags.DEFINE_bool("distributed", False, "join a multi-process run whose settings JAX detects (Cloud TPU "
-                      "pod slice, SLURM, Open MPI, Kubernetes); implied by the three flags above")
+                      "pod slice, SLURM, Open MPI, Kubernetes); implied by --coordinator_address, --num_processes, "
+                      "--process_id")
 
 
 def initialize_from_flags() -> bool:

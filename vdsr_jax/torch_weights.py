@@ -64,8 +64,20 @@ def _restricted_pickle_module(allowed: dict) -> types.ModuleType:
     return module
 
 
+def _torch():
+    """The torch module; ConversionError where it is not installed (it is an optional dependency)."""
+    try:
+        import torch
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        raise ConversionError("converting PyTorch files needs PyTorch, which is not installed: "
+                              "pip install \"vdsr_jax[torch]\" (in a clone: pip install -e \".[torch]\")") from None
+    return torch
+
+
 def _untrusted_load(path: Path):
-    import torch
+    torch = _torch()
 
     allowed = _allowed_globals()
     safe = [(obj, f"{module}.{name}") for (module, name), obj in allowed.items()]
@@ -109,6 +121,8 @@ def load_torch_state_dict(path) -> tuple[dict, list[str]]:
             raise ConversionError(f"refusing to load {path}: it references {found.group(1)}, "
                                   "which is not part of a VDSR checkpoint") from None
         raise ConversionError(f"{path} is not a readable torch checkpoint ({_unpickling_reason(e)})") from None
+    except ConversionError:  # torch is not installed
+        raise
     except Exception as e:  # noqa: BLE001 - torch raises many types for files that are not its own
         raise ConversionError(f"{path} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(obj, dict) and "model" in obj:
@@ -214,8 +228,8 @@ def from_torch(torch_path, out_dir, overwrite: bool = False) -> tuple[Path, list
 
 def to_torch(checkpoint_dir, out_path, overwrite: bool = False) -> Path:
     """Write the parameters of a vdsr_jax checkpoint as a pytorch-vdsr state_dict file (float32), atomically.
-    OutputExists if `out_path` exists and not `overwrite`."""
-    import torch
+    OutputExists if `out_path` exists and not `overwrite`; ConversionError without torch."""
+    torch = _torch()
 
     out_path = Path(out_path)
     if not out_path.parent.is_dir():  # torch.save would fail with a bare RuntimeError

@@ -3,7 +3,7 @@
     vdsr-train --config x234 --workdir runs/x234 [--config.num_epochs=1 …]
     (or: python -m vdsr_jax.train --config configs/x234.py …)
 
-`--config` takes an installed config name (x234, x2, x3, x4, pytorch_vdsr, demo; default demo) or the path
+`--config` takes an installed config name (x234, x2, x3, x4, pytorch_vdsr, demo, div2k; default demo) or the path
 of a `get_config()` file; every field can be overridden as `--config.FIELD=VALUE`. `--workdir` (default
 `runs/<config name>`) receives checkpoints, logs, plot and comparison images, and a run started again on
 the same workdir resumes. Several hosts: the `jax.distributed` flags below. The job itself
@@ -35,11 +35,17 @@ def main(argv=None) -> int:
 
     def one_line(error: Exception) -> int:
         unknown = isinstance(error, (AttributeError, KeyError))
-        message = f"no such config field in an override: {error}" if unknown else str(error)
+        # KeyError quotes its key; ml_collections' message is a quoted name already
+        field = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip("'\"")
+        message = f"no such config field in an override: {field}" if unknown else str(error)
         print("error: " + " ".join(message.split()), file=sys.stderr)
         return 1
 
     argv = _resolve_config_argument(sys.argv if argv is None else [sys.argv[0], *argv])
+    missing = configs.missing(argv)
+    if missing:
+        return one_line(ValueError(f"--config {missing}: no such file, and not an installed config "
+                                   f"({', '.join(configs.NAMES)})"))
     try:  # ml_collections applies `--config.FIELD=VALUE` overrides from sys.argv as the flag is defined
         config_flags.DEFINE_config_file("config", str(configs.FOLDER / "demo.py"),
                                         "installed config name or get_config() file", lock_config=True)

@@ -22,3 +22,13 @@ def resolve(value: str) -> str:
     if name in NAMES:
         return str(FOLDER / f"{name}.py") + colon + argument
     return value
+
+
+def missing(argv: list[str]) -> str | None:
+    """The `--config` value of `argv` (after `resolve`) that names no file, if any."""
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
+        if value is not None and not Path(value.partition(":")[0]).expanduser().is_file():
+            return value
+    return None

@@ -84,19 +84,20 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if not folder.is_dir():
             present = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
             raise DataError(f"{self.name}: no folder {folder}; sub-folders of {root}: {present}. "
-                            f"{self._instructions()}")
+                            f"{self.instructions()}")
         try:
             images = list_images([folder], recursive=self.RECURSIVE, suffixes=self.SUFFIXES)
         except ImageError:
             where = "under" if self.RECURSIVE else "directly in"
             raise DataError(f"{self.name}: no {'/'.join(s[1:] for s in self.SUFFIXES)} files {where} {folder}. "
-                            f"{self._instructions()}") from None
+                            f"{self.instructions()}") from None
         if count is not None and len(images) != count:
             raise DataError(f"{self.name}: found {len(images)} images in {folder}, expected {count}. "
-                            f"{self._instructions()}")
+                            f"{self.instructions()}")
         return images
 
-    def _instructions(self) -> str:
+    def instructions(self) -> str:
+        """MANUAL_DOWNLOAD_INSTRUCTIONS on one line, for error messages."""
         return " ".join(textwrap.dedent(self.MANUAL_DOWNLOAD_INSTRUCTIONS).split())
 
     def _generate_examples(self, root, files: list[Path]) -> Iterator[tuple[str, dict]]:

@@ -2,12 +2,14 @@
 bundled sample photos."""
 import importlib.util
 import os
+from pathlib import Path
 from typing import Sequence
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vdsr_jax.data.folder_builder import FolderBuilder
 from vdsr_jax.errors import DataError
 from vdsr_jax.image_io import decode_image
 
@@ -37,6 +39,12 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
             "tf.io.gfile); install tensorflow-cpu for the one-off preparation, or use the TF-free div2k_hr "
             "builder with manual_dir=<the folder holding the unzipped DIV2K_train_HR/>. Reading never needs TF."
         )
+    if not builder.is_prepared() and isinstance(builder, FolderBuilder) and manual_dir is None:
+        default = Path(builder.data_dir_root) / "downloads" / "manual"  # where TFDS would look
+        if not default.is_dir():
+            raise DataError(f"{name} is not prepared in {data_dir}, and no folder to build it from was given "
+                            f"(manual_dir; in a config train_manual_dir or the eval set's folder). "
+                            f"{builder.instructions()}")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     if split is None:
         splits = list(builder.info.splits)
