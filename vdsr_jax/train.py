@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vdsr_jax import configs, distributed
 from vdsr_jax.cli import quiet_logging, report_errors
+from vdsr_jax.errors import ConfigError
 
 
 def _resolve_config_argument(argv: list[str]) -> list[str]:
@@ -41,11 +42,10 @@ def main(argv=None) -> int:
         print("error: " + " ".join(message.split()), file=sys.stderr)
         return 1
 
-    argv = _resolve_config_argument(sys.argv if argv is None else [sys.argv[0], *argv])
-    missing = configs.missing(argv)
-    if missing:
-        return one_line(ValueError(f"--config {missing}: no such file, and not an installed config "
-                                   f"({', '.join(configs.NAMES)})"))
+    try:
+        argv = _resolve_config_argument(sys.argv if argv is None else [sys.argv[0], *argv])
+    except ConfigError as e:
+        return one_line(e)
     try:  # ml_collections applies `--config.FIELD=VALUE` overrides from sys.argv as the flag is defined
         config_flags.DEFINE_config_file("config", str(configs.FOLDER / "demo.py"),
                                         "installed config name or get_config() file", lock_config=True)

@@ -95,7 +95,7 @@ def exact_pairs(config, store, sharding, say):
     when the images give no patch or their pairs exceed `config.data.device_budget_mib`, checked from the
     image shapes before any pixel is read. Each process reads and prepares only its share of the images."""
     cat = catalogue_from_config(config, store)
-    need = sum(vh * vw for vs in cat.variants for _, _, vh, vw in vs) * pool.BYTES_PER_PIXEL
+    need = int((cat.heights * cat.widths).sum()) * pool.BYTES_PER_PIXEL
     if need > config.data.device_budget_mib * MIB:
         raise ConfigError(f"config.train_data {config.train_data}: the exact mode needs {need / MIB:.0f} MiB on "
                           f"each device, over config.data.device_budget_mib={config.data.device_budget_mib:g}; "

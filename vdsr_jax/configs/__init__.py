@@ -7,6 +7,8 @@ budgeted tile pool.
 """
 from pathlib import Path
 
+from vdsr_jax.errors import ConfigError
+
 NAMES = ("x234", "x2", "x3", "x4", "pytorch_vdsr", "demo", "div2k")
 FOLDER = Path(__file__).resolve().parent
 
@@ -14,21 +16,12 @@ FOLDER = Path(__file__).resolve().parent
 def resolve(value: str) -> str:
     """The file for a `--config` value: an existing file path as it is (with any `:argument` suffix that
     ml_collections passes to `get_config`), else an installed config named by itself or by a path ending in
-    `configs/<name>.py` (so `--config configs/x234.py` works outside the repository too)."""
+    `configs/<name>.py` (so `--config configs/x234.py` works outside the repository too). ConfigError when
+    it is neither."""
     path, colon, argument = value.partition(":")
     if Path(path).expanduser().is_file():
         return value
     name = Path(path).stem if Path(path).suffix == ".py" else path
     if name in NAMES:
         return str(FOLDER / f"{name}.py") + colon + argument
-    return value
-
-
-def missing(argv: list[str]) -> str | None:
-    """The `--config` value of `argv` (after `resolve`) that names no file, if any."""
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else (
-            arg.split("=", 1)[1] if arg.startswith("--config=") else None)
-        if value is not None and not Path(value.partition(":")[0]).expanduser().is_file():
-            return value
-    return None
+    raise ConfigError(f"--config {value}: no such file, and not an installed config ({', '.join(NAMES)})")
