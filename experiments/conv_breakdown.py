@@ -17,10 +17,8 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,14 +26,10 @@ PATCH, DEPTH, FEATURES = 41, 20, 64
 
 
 def timeit(fn, steps: int, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times) * 1e3
+    """Median milliseconds per call of `fn` (`benchmarks.train_step.time_steps`: one warm-up call first)."""
+    from benchmarks.train_step import time_steps
+
+    return time_steps(fn, steps, reps) * 1e3
 
 
 def torch_parts(batch: int, steps: int, reps: int) -> dict:
