@@ -16,6 +16,7 @@ on the pixels; the generated set's tiles are all full 256² ones), with no PNGs 
 """
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -36,20 +37,29 @@ def peak_rss_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def sampler_rate(source, reps: int = 200) -> float:
-    """Patches/s of `sample_patches` alone (batch 64, 41×41, augmentation on), as the step runs it."""
+def sampler_rate(source, batches: int = 1000) -> float:
+    """Patches/s that `sample_patches` sustains alone (batch 64, 41×41, augmentation on), run as the step runs
+    it: the key folded from the step number on the device, and one batch at a time — a step starts when the
+    one before it has finished — so neither a host-made key per batch nor calls queued behind each other
+    (which on 2 cores compete with XLA's own threads) are timed. Total patches over total time.
+
+    The patches are returned without their unit channel axis: in the step XLA:CPU writes the gather's output
+    directly in the layout the first convolution reads, while returned alone as (64, 41, 41, 1) it would be
+    gathered in another layout and copied once more."""
     import jax
     import jax.numpy as jnp
 
     from vdsr_jax.data.patches import sample_patches
 
-    draw = jax.jit(lambda s, k: sample_patches(s, k, jnp.arange(BATCH), PATCH))
-    jax.block_until_ready(draw(source, jax.random.key(0)))
+    data_key = jax.random.key(0)
+    draw = jax.jit(lambda s, step: tuple(
+        patches[..., 0] for patches in sample_patches(s, jax.random.fold_in(data_key, step), jnp.arange(BATCH), PATCH)))
+    steps = [jax.device_put(np.int32(step)) for step in range(batches + 1)]
+    jax.block_until_ready(draw(source, steps[-1]))
     start = time.perf_counter()
-    for i in range(reps):
-        out = draw(source, jax.random.key(i + 1))
-    jax.block_until_ready(out)
-    return reps * BATCH / (time.perf_counter() - start)
+    for step in steps[:batches]:
+        jax.block_until_ready(draw(source, step))
+    return batches * BATCH / (time.perf_counter() - start)
 
 
 def step_rate(steps: int = 2) -> float:
@@ -191,7 +201,8 @@ def measure_div2k(data_dir: Path, manual: Path, budget_mib: float) -> dict:
             "headers_s": headers, "fill_s": fill, "slots": lay.slots, "tile": lay.tile,
             "device_mib": lay.device_bytes / 2**20, "budget_mib": budget_mib,
             "host_estimate_mib": pool.host_bytes(lay, shapes, workers) / 2**20,
-            "refresh_tiles_per_s": tiles_per_s,
+            "refresh_tiles_per_s": tiles_per_s, "refresh_tiles": lay.refresh_tiles,
+            "refresh_every_steps": lay.refresh_every,
             "refresh_patches_per_s": tiles_per_s * (lay.tile // PATCH) ** 2,
             "sampler_patches_per_s": rate, "peak_rss_mib": peak_rss_mib()}
 
@@ -280,11 +291,16 @@ def main() -> None:
         print(f"{result['set']}: sampler {sampler:.0f} patches/s = {sampler / step:.0f}× the step here, "
               f"{sampler / args.gpu_rate:.2f}× the GPU rate; device {result['device_mib']:.0f} MiB; "
               f"peak host RSS {result['peak_rss_mib']:.0f} MiB")
-        if "refresh_patches_per_s" in result:
-            fresh = result["refresh_patches_per_s"]
-            print(f"  host refresh: {result['refresh_tiles_per_s']:.1f} tiles/s = {fresh:.0f} fresh patches/s "
-                  f"({fresh / step:.1f}× the step here; at the GPU rate each tile pixel serves "
-                  f"~{args.gpu_rate / fresh:.0f} patches)")
+        if "refresh_tiles_per_s" in result:
+            # The step waits at a refresh the host has not finished: it keeps up with (tiles/s) × (patches
+            # drawn per tile replaced) patches/s, and the pool feeds the lesser of that and the sampler.
+            tiles, every, count = result["refresh_tiles_per_s"], result["refresh_every_steps"], result["refresh_tiles"]
+            fed = min(sampler, tiles * every * BATCH / count)
+            need = math.ceil(3 * args.gpu_rate / BATCH * count / tiles)
+            print(f"  host refresh: {tiles:.1f} tiles/s; {count} tiles due every {every} steps, so the pool feeds "
+                  f"{fed:.0f} patches/s = {fed / step:.0f}× the step here, {fed / args.gpu_rate:.2f}× the GPU rate "
+                  f"(3× the GPU rate needs data.refresh_every_steps ≥ {need}; non-overlapping patches in fresh "
+                  f"tiles: {result['refresh_patches_per_s']:.0f}/s)")
 
 
 if __name__ == "__main__":

@@ -115,12 +115,29 @@ def test_folder_input_names_outputs(tmp_path, tiny):
     assert len(stdout.splitlines()) == 2
 
 
+def png_chunks(data: bytes) -> list[bytes]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append(data[pos:end])
+        pos = end
+    return chunks
+
+
+@pytest.mark.parametrize("exif_after_pixels", [False, True])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_as_pillow(tmp_path, orientation):
+def test_exif_orientation_as_pillow(tmp_path, orientation, exif_after_pixels):
     pixels = picture(6, 11, 3)
     exif = Image.Exif()
     exif[image_io.EXIF_ORIENTATION] = orientation
     Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)
+    if exif_after_pixels:  # allowed by the PNG 3rd edition; Pillow finds it only after decoding the pixels
+        data = (tmp_path / "o.png").read_bytes()
+        chunks = png_chunks(data)
+        exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")
+        chunks.remove(exif_chunk)
+        chunks.insert(len(chunks) - 1, exif_chunk)  # just before IEND
+        (tmp_path / "o.png").write_bytes(data[:8] + b"".join(chunks))
     expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
     np.testing.assert_array_equal(image_io.read_image(tmp_path / "o.png"), expected)
 

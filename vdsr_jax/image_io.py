@@ -78,13 +78,11 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
             if frames > 1:
                 raise ImageError(f"{name}: holds {frames} frames (an animation or multi-page file); "
                                  "only single-frame images are supported")
-            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             if im.format == "PNG":
-                pixels = imagecodecs.png_decode(data)
-            elif im.format == "TIFF":
-                pixels = tifffile.imread(io.BytesIO(data))
+                pixels, orientation = imagecodecs.png_decode(data), png_orientation(data)
             else:
-                pixels = pillow_pixels(im, name)
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+                pixels = tifffile.imread(io.BytesIO(data)) if im.format == "TIFF" else pillow_pixels(im, name)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
@@ -94,6 +92,23 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - codecs raise OSError, SyntaxError, zlib.error, ... for damaged files
         raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
     return orient(channels_last(pixels, name), orientation)
+
+
+def png_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8; 1 without one) of PNG file bytes, from its eXIf chunk, found by walking the
+    chunk headers. Pillow's `getexif` decodes all the pixels first, because eXIf may follow the image data
+    (PNG 3rd edition, eXIf); this skips them by their lengths."""
+    pos = 8  # after the signature
+    while pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if kind == b"eXIf":
+            exif = Image.Exif()
+            exif.load(data[pos + 8:pos + 8 + length])
+            return exif.get(EXIF_ORIENTATION, 1)
+        if kind == b"IEND":
+            break
+        pos += 12 + length  # length, type, data, CRC
+    return 1
 
 
 def pillow_pixels(im: Image.Image, name: str) -> np.ndarray:

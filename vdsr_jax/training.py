@@ -237,6 +237,7 @@ def train_and_evaluate(config, workdir) -> dict:
                                           config.loss_scale)
     progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
+    input_bound_warned = False  # once a run; the TensorBoard scalar input_wait_fraction follows it
     stop = preemption.StopRequest()
     try:
         with stop:
@@ -251,10 +252,17 @@ def train_and_evaluate(config, workdir) -> dict:
                 if not (logging or evaluating or saving):
                     continue
                 losses = _check_finite(window, step - len(window) + 1, manager)
-                rate = len(window) / (time.perf_counter() - window_start)
+                elapsed = time.perf_counter() - window_start
+                rate = len(window) / elapsed
+                row = {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
+                       "patches_per_second": rate * config.batch_size}
+                if tile_pool:
+                    row["input_wait_fraction"], advice = tile_pool.input_report(elapsed, len(window))
+                    if advice and not input_bound_warned:
+                        warn(advice)
+                        input_bound_warned = True
                 if writer:
-                    writer.write(step, {"loss": losses.mean(), "lr": float(lr_at(step - 1)),
-                                        "steps_per_second": rate, "patches_per_second": rate * config.batch_size})
+                    writer.write(step, row)
                 progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
                 if evaluating:
                     metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,

@@ -21,11 +21,16 @@ pairs on every device: 1.5 GB for the 291 images, ~93 GB for DIV2K. The `pool` m
 - **Host.** Images stay on disk (TFDS array_record, random access); the host holds a few decoded images
   (one per worker) and the tiles of one refresh. Several processes: image shapes are read from the PNG
   headers, each process those of its share, and exchanged; each process decodes only the images of the
-  tile groups it builds (groups g ≡ process index mod process count), and the new tiles are all-gathered.
+  tile groups it builds (groups g ≡ process index mod process count), in the background, and the new tiles
+  are all-gathered at the refresh step.
+- **Keeping up.** A step whose refresh is not built yet waits for it (the pool is a function of the step):
+  the host sustains (tiles/s) · `refresh_every_steps` · batch / `refresh_tiles` patches/s.
+  `TilePool.input_report` measures the waits and names the period that keeps the host 3× ahead.
 """
 import concurrent.futures
 import math
 import os
+import time
 from typing import NamedTuple, Sequence
 
 import jax
@@ -169,6 +174,7 @@ class TilePool:
         self.workers = concurrent.futures.ThreadPoolExecutor(workers or max(1, (os.cpu_count() or 2) // 2))
         self.background = concurrent.futures.ThreadPoolExecutor(1)  # runs `build`, which uses `workers`
         self.epoch, self.source, self._next = None, None, None
+        self.waited, self.host_seconds, self.host_tiles = 0.0, 0.0, 0
         tile_px = lay.tile**2
         self.offsets = (np.arange(lay.slots, dtype=np.int64) * tile_px).astype(np.int32)
         if lay.slots * tile_px >= 2**31:
@@ -193,13 +199,23 @@ class TilePool:
             meta[k] = th, tw, s
         return inputs, targets, meta
 
-    def build(self, groups_with_epochs: list[tuple[int, int]]):
-        """(slot indices, inputs, targets, meta) of the given (group, epoch) pairs, built by this process's
-        share of them and gathered from the others."""
+    def build_share(self, groups_with_epochs: list[tuple[int, int]]) -> list:
+        """This process's share of the tile groups of the given (group, epoch) pairs, built by the workers:
+        the host work of a refresh, with no collective, so any thread may run it. Adds to the host rate."""
+        rank, n = jax.process_index(), jax.process_count()
+        start = time.perf_counter()
+        built = list(self.workers.map(lambda ge: self._build_group(ge[1], ge[0]), groups_with_epochs[rank::n]))
+        self.host_seconds += time.perf_counter() - start
+        self.host_tiles += len(built) * self.lay.per_image
+        return built
+
+    def gather(self, groups_with_epochs: list[tuple[int, int]], built: list):
+        """(slot indices, inputs, targets, meta) of the given (group, epoch) pairs from every process's
+        `build_share`: an all-gather with several processes, so every process calls it at the same point,
+        on its main thread."""
         rank, n = jax.process_index(), jax.process_count()
         per = self.lay.per_image
         mine = groups_with_epochs[rank::n]
-        built = list(self.workers.map(lambda ge: self._build_group(ge[1], ge[0]), mine))
         if n == 1:
             inputs = np.concatenate([b[0] for b in built])
             targets = np.concatenate([b[1] for b in built])
@@ -225,6 +241,31 @@ class TilePool:
         slots = np.concatenate([np.arange(g * per, (g + 1) * per) for g in order]).astype(np.int32)
         return slots, inputs, targets, meta
 
+    def build(self, groups_with_epochs: list[tuple[int, int]]):
+        """`gather` of `build_share`: the given groups, now, on this thread."""
+        return self.gather(groups_with_epochs, self.build_share(groups_with_epochs))
+
+    @property
+    def host_tiles_per_s(self) -> float:
+        """Tiles this process's workers have built per second of building (refreshes and fills)."""
+        return self.host_tiles / self.host_seconds if self.host_seconds else float("nan")
+
+    def input_report(self, seconds: float, steps: int) -> tuple[float, str | None]:
+        """The fraction of the last `seconds` (`steps` steps) that `source_for` spent waiting for a scheduled
+        refresh (the first fill and rebuilds on resume are not counted), and above 10 % a warning naming the
+        `refresh_every_steps` at which this host's measured tile rate keeps 3× ahead of the step rate."""
+        waited, self.waited = self.waited, 0.0
+        if not steps or waited <= 0.1 * seconds:
+            return waited / seconds if seconds else 0.0, None
+        step_seconds = max(seconds - waited, 1e-6) / steps
+        refresh_seconds = self.lay.refresh_tiles / jax.process_count() / self.host_tiles_per_s
+        need = math.ceil(3 * refresh_seconds / step_seconds)
+        return waited / seconds, (
+            f"input-bound: training waited {waited:.1f} s of the last {seconds:.1f} s for the tile pool's refresh "
+            f"(the host builds {self.host_tiles_per_s:.0f} tiles/s; {self.lay.refresh_tiles} are due every "
+            f"{self.lay.refresh_every} steps of {step_seconds * 1e3:.3g} ms); data.refresh_every_steps={need} "
+            "(each tile serving more steps) or more data.workers would keep the devices busy")
+
     def _groups_at(self, epoch: int, full: bool) -> list[tuple[int, int]]:
         if full:
             return [(g, last_refresh(g, epoch, self.lay)) for g in range(self.lay.groups)]
@@ -246,35 +287,24 @@ class TilePool:
         epoch = step // self.lay.refresh_every
         if epoch != self.epoch:
             if self._next is not None and self._next[0] == epoch:
-                built = self._next[1].result()
-                self._install(built)
+                start = time.perf_counter()
+                built = self._next[2].result()
+                self.waited += time.perf_counter() - start
+                self._install(self.gather(self._next[1], built))
             else:  # start, resume, or a jump: rebuild every slot as it stands at `epoch`, a refresh at a time
                 if self._next is not None:
-                    self._next[1].cancel()
+                    self._next[2].cancel()
                 self.source = None
                 every = self._groups_at(epoch, full=True)
                 chunk = self.lay.refresh_tiles // self.lay.per_image
                 for first in range(0, len(every), chunk):
                     self._install(self.build(every[first:first + chunk]))
             self.epoch = epoch
-            # Multi-process builds all-gather; run them on the main thread, in step with the other processes.
+            # The host work of the next refresh runs in the background; its all-gather (several processes)
+            # waits for the boundary, where every process reaches it on its main thread.
             groups = self._groups_at(epoch + 1, full=False)
-            if jax.process_count() > 1:
-                self._next = (epoch + 1, _Done(self.build(groups)))
-            else:
-                self._next = (epoch + 1, self.background.submit(self.build, groups))
+            self._next = (epoch + 1, groups, self.background.submit(self.build_share, groups))
         return self.source
-
-
-class _Done:
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
-
-    def cancel(self):
-        pass
 
 
 def _update(source: PatchSource, slots, inputs, targets, meta) -> PatchSource:
