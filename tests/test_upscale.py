@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 import tifffile
 from conftest import assert_one_error_line, run_cli
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from vdsr_jax import checkpoint, image_io, upscale
 from vdsr_jax.color import rgb2ycbcr, ycbcr2rgb
@@ -124,14 +124,26 @@ def png_chunks(data: bytes) -> list[bytes]:
     return chunks
 
 
-@pytest.mark.parametrize("exif_after_pixels", [False, True])
+@pytest.mark.parametrize("where", ["eXIf", "eXIf after the pixels", "XMP", "raw profile"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_as_pillow(tmp_path, orientation, exif_after_pixels):
+def test_exif_orientation_as_pillow(tmp_path, orientation, where):
+    """PNG orientation wherever Pillow reads it: an eXIf chunk before or after the image data, XMP's
+    tiff:Orientation, ImageMagick's "Raw profile type exif" text."""
     pixels = picture(6, 11, 3)
     exif = Image.Exif()
     exif[image_io.EXIF_ORIENTATION] = orientation
-    Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)
-    if exif_after_pixels:  # allowed by the PNG 3rd edition; Pillow finds it only after decoding the pixels
+    if where.startswith("eXIf"):
+        Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)
+    else:
+        info = PngImagePlugin.PngInfo()
+        if where == "XMP":
+            info.add_itxt("XML:com.adobe.xmp", f'<x:xmpmeta><rdf:Description tiff:Orientation="{orientation}"/>'
+                                               '</x:xmpmeta>')
+        else:
+            raw = exif.tobytes()
+            info.add_text("Raw profile type exif", f"\nexif\n{len(raw)}\n{raw.hex()}")
+        Image.fromarray(pixels).save(tmp_path / "o.png", pnginfo=info)
+    if where == "eXIf after the pixels":  # allowed by the PNG 3rd edition; Pillow finds it only after decoding
         data = (tmp_path / "o.png").read_bytes()
         chunks = png_chunks(data)
         exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")

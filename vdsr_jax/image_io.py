@@ -80,6 +80,8 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
                                  "only single-frame images are supported")
             if im.format == "PNG":
                 pixels, orientation = imagecodecs.png_decode(data), png_orientation(data)
+                if orientation is None:  # in a text chunk: read as Pillow reads it (decoding it again)
+                    orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             else:
                 orientation = im.getexif().get(EXIF_ORIENTATION, 1)
                 pixels = tifffile.imread(io.BytesIO(data)) if im.format == "TIFF" else pillow_pixels(im, name)
@@ -94,21 +96,27 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return orient(channels_last(pixels, name), orientation)
 
 
-def png_orientation(data: bytes) -> int:
+def png_orientation(data: bytes) -> int | None:
     """The EXIF orientation (1-8; 1 without one) of PNG file bytes, from its eXIf chunk, found by walking the
-    chunk headers. Pillow's `getexif` decodes all the pixels first, because eXIf may follow the image data
+    chunk headers; None where a text chunk may hold it (ImageMagick's raw EXIF profile, XMP), which only
+    Pillow's `getexif` reads. That decodes all the pixels first, because eXIf may follow the image data
     (PNG 3rd edition, eXIf); this skips them by their lengths."""
-    pos = 8  # after the signature
+    pos, orientation, in_text = 8, None, False  # after the signature
     while pos + 8 <= len(data):
         length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
         if kind == b"eXIf":
             exif = Image.Exif()
-            exif.load(data[pos + 8:pos + 8 + length])
-            return exif.get(EXIF_ORIENTATION, 1)
-        if kind == b"IEND":
+            exif.load(body)
+            orientation = exif.get(EXIF_ORIENTATION)
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
+            in_text |= body.split(b"\0", 1)[0] in (b"Raw profile type exif", b"XML:com.adobe.xmp")
+        elif kind == b"IEND":
             break
         pos += 12 + length  # length, type, data, CRC
-    return 1
+    if orientation is not None:
+        return orientation
+    return None if in_text else 1
 
 
 def pillow_pixels(im: Image.Image, name: str) -> np.ndarray:

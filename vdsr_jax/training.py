@@ -237,7 +237,7 @@ def train_and_evaluate(config, workdir) -> dict:
                                           config.loss_scale)
     progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
-    input_bound_warned = False  # once a run; the TensorBoard scalar input_wait_fraction follows it
+    pool_notes = set()  # what the pool's rates were reported for, once a run each
     stop = preemption.StopRequest()
     try:
         with stop:
@@ -257,10 +257,10 @@ def train_and_evaluate(config, workdir) -> dict:
                 row = {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
                        "patches_per_second": rate * config.batch_size}
                 if tile_pool:
-                    row["input_wait_fraction"], advice = tile_pool.input_report(elapsed, len(window))
-                    if advice and not input_bound_warned:
-                        warn(advice)
-                        input_bound_warned = True
+                    row["input_wait_fraction"], period = tile_pool.input_report(elapsed, len(window))
+                    pool_notes = _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes,
+                                              say=lambda m: main_process and progress.write(m),
+                                              warn=lambda m: main_process and progress.write(m, file=sys.stderr))
                 if writer:
                     writer.write(step, row)
                 progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
@@ -294,6 +294,25 @@ def train_and_evaluate(config, workdir) -> dict:
                                         config.comparison_images)
         report(metrics, config, workdir, comparisons)
     return metrics
+
+
+def _report_pool(tile_pool, wait: float, period, notes: set, say, warn) -> set:
+    """Once a run: the host's tile rate and the refresh period that keeps it 3× ahead of the steps (after
+    the first scheduled refresh); and a warning the first time training waited over 10 % for tiles."""
+    if period is None:
+        return notes
+    lay, rate = tile_pool.lay, tile_pool.host_tiles_per_s
+    if wait > 0.1 and "input-bound" not in notes:
+        warn(f"input-bound: training waited {wait:.0%} of its time for the tile pool's refresh (the host builds "
+             f"{rate:.0f} tiles/s, {lay.refresh_tiles} are due every {lay.refresh_every} steps); "
+             f"data.refresh_every_steps={period} (each tile serving more steps) or more data.workers would "
+             "keep the devices busy")
+        return notes | {"input-bound", "rate"}
+    if "rate" not in notes:
+        say(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} steps would keep it 3× ahead "
+            f"of these steps (data.refresh_every_steps={lay.refresh_every})")
+        return notes | {"rate"}
+    return notes
 
 
 def report(metrics: dict, config, workdir: Path, comparisons: list[Path]) -> None:

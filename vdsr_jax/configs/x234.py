@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     # `refresh_every_steps` steps in the background, `tiles_per_image` cut from each decoded image; the host
     # keeps images on disk (estimate checked against `host_budget_mib`). `workers`: host threads (0: cores/2).
     # A step waits for a refresh the host has not finished: 64 tiles every 4000 steps keep a host of 30
-    # tiles/s (this 2-core machine makes 45-64) 3× ahead of a 40 000 patches/s accelerator; each tile then
+    # tiles/s (this 2-core machine makes 45-66) 3× ahead of a 40 000 patches/s accelerator; each tile then
     # serves ~4000 patches. Lower it for fresher tiles where the host has cores to spare (training warns
     # when it waits).
     config.data = ml_collections.ConfigDict(dict(

@@ -25,7 +25,7 @@ pairs on every device: 1.5 GB for the 291 images, ~93 GB for DIV2K. The `pool` m
   are all-gathered at the refresh step.
 - **Keeping up.** A step whose refresh is not built yet waits for it (the pool is a function of the step):
   the host sustains (tiles/s) · `refresh_every_steps` · batch / `refresh_tiles` patches/s.
-  `TilePool.input_report` measures the waits and names the period that keeps the host 3× ahead.
+  `TilePool.input_report` measures the waits and the period that keeps the host 3× ahead.
 """
 import concurrent.futures
 import math
@@ -172,7 +172,7 @@ class TilePool:
                  workers: int = 0):
         self.store, self.cat, self.lay, self.seed, self.sharding = store, cat, lay, seed, sharding
         self.workers = concurrent.futures.ThreadPoolExecutor(workers or max(1, (os.cpu_count() or 2) // 2))
-        self.background = concurrent.futures.ThreadPoolExecutor(1)  # runs `build`, which uses `workers`
+        self.background = concurrent.futures.ThreadPoolExecutor(1)  # runs `_refresh_share` on `workers`
         self.epoch, self.source, self._next = None, None, None
         self.waited, self.host_seconds, self.host_tiles = 0.0, 0.0, 0
         tile_px = lay.tile**2
@@ -201,10 +201,14 @@ class TilePool:
 
     def build_share(self, groups_with_epochs: list[tuple[int, int]]) -> list:
         """This process's share of the tile groups of the given (group, epoch) pairs, built by the workers:
-        the host work of a refresh, with no collective, so any thread may run it. Adds to the host rate."""
+        the host work of a refresh, with no collective, so any thread may run it."""
         rank, n = jax.process_index(), jax.process_count()
+        return list(self.workers.map(lambda ge: self._build_group(ge[1], ge[0]), groups_with_epochs[rank::n]))
+
+    def _refresh_share(self, groups_with_epochs: list[tuple[int, int]]) -> list:
+        """`build_share` of a scheduled refresh, timed: the host's tile rate while training runs."""
         start = time.perf_counter()
-        built = list(self.workers.map(lambda ge: self._build_group(ge[1], ge[0]), groups_with_epochs[rank::n]))
+        built = self.build_share(groups_with_epochs)
         self.host_seconds += time.perf_counter() - start
         self.host_tiles += len(built) * self.lay.per_image
         return built
@@ -247,24 +251,29 @@ class TilePool:
 
     @property
     def host_tiles_per_s(self) -> float:
-        """Tiles this process's workers have built per second of building (refreshes and fills)."""
+        """Tiles this process's workers have built per second of building, over the scheduled refreshes
+        (built while training runs; not the first fill); NaN before the first."""
         return self.host_tiles / self.host_seconds if self.host_seconds else float("nan")
 
-    def input_report(self, seconds: float, steps: int) -> tuple[float, str | None]:
-        """The fraction of the last `seconds` (`steps` steps) that `source_for` spent waiting for a scheduled
-        refresh (the first fill and rebuilds on resume are not counted), and above 10 % a warning naming the
-        `refresh_every_steps` at which this host's measured tile rate keeps 3× ahead of the step rate."""
+    def input_report(self, seconds: float, steps: int) -> tuple[float, int | None]:
+        """(wait, period) for the last `seconds` of training (`steps` steps). `wait`: the fraction of them
+        `source_for` spent waiting for scheduled refreshes — for this process's share, and with several
+        processes for the others' at the all-gather (the first fill and rebuilds on resume are not counted).
+        It is host time: steps queued on the devices may still run meanwhile, so it bounds their idle time.
+        `period`: the `refresh_every_steps` at which the measured tile rate (`host_tiles_per_s`) keeps the
+        host 3× ahead of these steps, above the current period whenever training waited; None before a
+        scheduled refresh has been built."""
         waited, self.waited = self.waited, 0.0
-        if not steps or waited <= 0.1 * seconds:
-            return waited / seconds if seconds else 0.0, None
+        if not steps or seconds <= 0:
+            return 0.0, None
+        if not self.host_seconds:
+            return waited / seconds, None
         step_seconds = max(seconds - waited, 1e-6) / steps
         refresh_seconds = self.lay.refresh_tiles / jax.process_count() / self.host_tiles_per_s
-        need = math.ceil(3 * refresh_seconds / step_seconds)
-        return waited / seconds, (
-            f"input-bound: training waited {waited:.1f} s of the last {seconds:.1f} s for the tile pool's refresh "
-            f"(the host builds {self.host_tiles_per_s:.0f} tiles/s; {self.lay.refresh_tiles} are due every "
-            f"{self.lay.refresh_every} steps of {step_seconds * 1e3:.3g} ms); data.refresh_every_steps={need} "
-            "(each tile serving more steps) or more data.workers would keep the devices busy")
+        period = math.ceil(3 * refresh_seconds / step_seconds)
+        if waited > 0.1 * seconds:
+            period = max(period, 2 * self.lay.refresh_every)
+        return waited / seconds, period
 
     def _groups_at(self, epoch: int, full: bool) -> list[tuple[int, int]]:
         if full:
@@ -288,12 +297,13 @@ class TilePool:
         if epoch != self.epoch:
             if self._next is not None and self._next[0] == epoch:
                 start = time.perf_counter()
-                built = self._next[2].result()
+                built = self.gather(self._next[1], self._next[2].result())
                 self.waited += time.perf_counter() - start
-                self._install(self.gather(self._next[1], built))
+                self._install(built)
             else:  # start, resume, or a jump: rebuild every slot as it stands at `epoch`, a refresh at a time
-                if self._next is not None:
+                if self._next is not None:  # a started build cannot be cancelled: let it end first
                     self._next[2].cancel()
+                    concurrent.futures.wait([self._next[2]])
                 self.source = None
                 every = self._groups_at(epoch, full=True)
                 chunk = self.lay.refresh_tiles // self.lay.per_image
@@ -303,7 +313,7 @@ class TilePool:
             # The host work of the next refresh runs in the background; its all-gather (several processes)
             # waits for the boundary, where every process reaches it on its main thread.
             groups = self._groups_at(epoch + 1, full=False)
-            self._next = (epoch + 1, groups, self.background.submit(self.build_share, groups))
+            self._next = (epoch + 1, groups, self.background.submit(self._refresh_share, groups))
         return self.source
 
 
