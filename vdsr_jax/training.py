@@ -258,7 +258,8 @@ def train_and_evaluate(config, workdir) -> dict:
                        "patches_per_second": rate * config.batch_size}
                 if tile_pool:
                     row["input_wait_fraction"], period = tile_pool.input_report(elapsed, len(window))
-                    pool_notes = _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes,
+                    first_window = step - len(window) == start  # its time includes compiling the step
+                    pool_notes = pool_notes if first_window else _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes,
                                               say=lambda m: main_process and progress.write(m),
                                               warn=lambda m: main_process and progress.write(m, file=sys.stderr))
                 if writer:
@@ -309,8 +310,8 @@ def _report_pool(tile_pool, wait: float, period, notes: set, say, warn) -> set:
              "keep the devices busy")
         return notes | {"input-bound", "rate"}
     if "rate" not in notes:
-        say(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} steps would keep it 3× ahead "
-            f"of these steps (data.refresh_every_steps={lay.refresh_every})")
+        say(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} step{'s' * (period > 1)} would "
+            f"keep it 3× ahead of these steps (data.refresh_every_steps={lay.refresh_every})")
         return notes | {"rate"}
     return notes
 
