@@ -52,8 +52,8 @@ def sampler_rate(source, batches: int = 1000) -> float:
     from vdsr_jax.data.patches import sample_patches
 
     data_key = jax.random.key(0)
-    draw = jax.jit(lambda s, step: tuple(
-        patches[..., 0] for patches in sample_patches(s, jax.random.fold_in(data_key, step), jnp.arange(BATCH), PATCH)))
+    draw = jax.jit(lambda s, step: tuple(patches[..., 0] for patches in sample_patches(
+        s, jax.random.fold_in(data_key, step), jnp.arange(BATCH), PATCH)))
     steps = [jax.device_put(np.int32(step)) for step in range(batches + 1)]
     jax.block_until_ready(draw(source, steps[-1]))
     start = time.perf_counter()
@@ -225,7 +225,8 @@ def train_run(data_dir: Path, manual: Path, steps: int, budget_mib: float, host_
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     rates = [r["patches_per_second"] for r in records if "patches_per_second" in r][1:]  # after compiling
     data_line = next(line for line in done.stdout.splitlines() if line.startswith("data:"))
-    return {"train_steps": steps, "host_budget_mib": host_budget_mib, "train_wall_s": wall, "train_peak_rss_mib": peak_rss_mib(resource.RUSAGE_CHILDREN),
+    return {"train_steps": steps, "host_budget_mib": host_budget_mib, "train_wall_s": wall,
+            "train_peak_rss_mib": peak_rss_mib(resource.RUSAGE_CHILDREN),
             "train_patches_per_s": float(np.median(rates)) if rates else None, "train_data_line": data_line}
 
 

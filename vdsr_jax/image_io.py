@@ -104,13 +104,13 @@ def png_orientation(data: bytes) -> int | None:
     pos, orientation, in_text = 8, None, False  # after the signature
     while pos + 8 <= len(data):
         length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
         if kind == b"eXIf":
             exif = Image.Exif()
-            exif.load(body)
+            exif.load(data[pos + 8:pos + 8 + length])
             orientation = exif.get(EXIF_ORIENTATION)
-        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
-            in_text |= body.split(b"\0", 1)[0] in (b"Raw profile type exif", b"XML:com.adobe.xmp")
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):  # a keyword of 1-79 bytes, then a NUL
+            keyword = data[pos + 8:pos + 8 + min(length, 80)].split(b"\0", 1)[0]
+            in_text |= keyword in (b"Raw profile type exif", b"XML:com.adobe.xmp")
         elif kind == b"IEND":
             break
         pos += 12 + length  # length, type, data, CRC

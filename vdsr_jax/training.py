@@ -238,6 +238,7 @@ def train_and_evaluate(config, workdir) -> dict:
     progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
     pool_notes = set()  # what the pool's rates were reported for, once a run each
+    progress_note = lambda message, file=None: main_process and progress.write(message, file=file)  # noqa: E731
     stop = preemption.StopRequest()
     try:
         with stop:
@@ -258,10 +259,8 @@ def train_and_evaluate(config, workdir) -> dict:
                        "patches_per_second": rate * config.batch_size}
                 if tile_pool:
                     row["input_wait_fraction"], period = tile_pool.input_report(elapsed, len(window))
-                    first_window = step - len(window) == start  # its time includes compiling the step
-                    pool_notes = pool_notes if first_window else _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes,
-                                              say=lambda m: main_process and progress.write(m),
-                                              warn=lambda m: main_process and progress.write(m, file=sys.stderr))
+                    if step - len(window) > start:  # the first window's time includes compiling the step
+                        _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes, progress_note)
                 if writer:
                     writer.write(step, row)
                 progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
@@ -297,23 +296,23 @@ def train_and_evaluate(config, workdir) -> dict:
     return metrics
 
 
-def _report_pool(tile_pool, wait: float, period, notes: set, say, warn) -> set:
-    """Once a run: the host's tile rate and the refresh period that keeps it 3× ahead of the steps (after
-    the first scheduled refresh); and a warning the first time training waited over 10 % for tiles."""
+def _report_pool(tile_pool, wait: float, period, notes: set, note) -> None:
+    """Once a run (recorded in `notes`): the host's tile rate and the refresh period that keeps it 3× ahead of
+    the steps (after the first scheduled refresh); a warning the first time training waited over 10 % for
+    tiles. `note(message, file=None)` writes a line beside the progress bar."""
     if period is None:
-        return notes
+        return
     lay, rate = tile_pool.lay, tile_pool.host_tiles_per_s
     if wait > 0.1 and "input-bound" not in notes:
-        warn(f"input-bound: training waited {wait:.0%} of its time for the tile pool's refresh (the host builds "
+        note(f"input-bound: training waited {wait:.0%} of its time for the tile pool's refresh (the host builds "
              f"{rate:.0f} tiles/s, {lay.refresh_tiles} are due every {lay.refresh_every} steps); "
              f"data.refresh_every_steps={period} (each tile serving more steps) or more data.workers would "
-             "keep the devices busy")
-        return notes | {"input-bound", "rate"}
-    if "rate" not in notes:
-        say(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} step{'s' * (period > 1)} would "
-            f"keep it 3× ahead of these steps (data.refresh_every_steps={lay.refresh_every})")
-        return notes | {"rate"}
-    return notes
+             "keep the devices busy", file=sys.stderr)
+        notes.update({"input-bound", "rate"})
+    elif "rate" not in notes:
+        note(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} step{'s' * (period > 1)} would "
+             f"keep it 3× ahead of these steps (data.refresh_every_steps={lay.refresh_every})")
+        notes.add("rate")
 
 
 def report(metrics: dict, config, workdir: Path, comparisons: list[Path]) -> None:
