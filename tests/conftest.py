@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: the read-only ../shared folder (skips with a reason where a clone has none),
 commands run as a user would, small training runs."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,17 +69,55 @@ TINY = [
 ]
 
 
-def train_cli(workdir, *overrides, env=None, wait=True):
+_STARTED: list[subprocess.Popen] = []  # every process a test started through `spawn`
+
+
+def spawn(command: list, **popen) -> subprocess.Popen:
+    """`command` started in a session of its own with text pipes; it and every process it starts are killed
+    after the calling test if they still run, however the test ends."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, **popen)
+    _STARTED.append(process)
+    return process
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL to `process` and to the processes it started (its session's group): a multi-process run leaves
+    SIGTERM to JAX's preemption service, and a shell script's stages outlive the shell."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the group is gone
+    process.communicate()
+
+
+def finish_within(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """`process.communicate(timeout)`, killing it and its children when the time runs out."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(process)
+        raise
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """After each test, kill what it started through `spawn` that still runs."""
+    yield
+    while _STARTED:
+        kill(_STARTED.pop())
+
+
+def train_cli(workdir, *overrides, env=None, wait=True, launcher=("-m", "vdsr_jax.train")):
     """`python -m vdsr_jax.train --config configs/demo.py` run as a user would, from the workdir's parent folder
-    (outside the repository: the config path resolves to the installed config), at toy size."""
+    (outside the repository: the config path resolves to the installed config), at toy size, through `spawn`.
+    `launcher`: the Python arguments that run the command (`-c CODE` for a patched one)."""
     Path(workdir).parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "vdsr_jax.train", "--config", "configs/demo.py", f"--workdir={workdir}",
-               *TINY, *overrides]
-    process = subprocess.Popen(command, cwd=Path(workdir).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, **(env or {})})
+    command = [sys.executable, *launcher, "--config", "configs/demo.py", f"--workdir={workdir}", *TINY, *overrides]
+    process = spawn(command, cwd=Path(workdir).parent, env={**os.environ, **(env or {})})
     if not wait:
         return process
-    stdout, stderr = process.communicate(timeout=600)
+    stdout, stderr = finish_within(process, 600)
     return process.returncode, stdout, stderr
 
 

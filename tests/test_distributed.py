@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import assert_one_error_line, final_params, saved_steps, train_cli
+from conftest import assert_one_error_line, final_params, finish_within, kill, saved_steps, train_cli
 
 from vdsr_jax.distributed import initialize
 from vdsr_jax.errors import DistributedError
@@ -43,19 +43,24 @@ def finish(processes) -> list[tuple[str, str]]:
     finally:
         for p in processes:
             if p.poll() is None:
-                p.kill()
-                p.communicate()
+                kill(p)
     return [outputs[i] for i in range(len(processes))]
 
 
-def start_two_processes(workdir, *overrides, cache) -> list:
-    """The CLI as processes 0 and 1 of one run, 2 CPU devices each; `cache` is a persistent compilation
-    cache, so that a second run skips the compilations."""
+# The command with the persistent compilation cache left on, as a multi-process CPU run had it before
+# vdsr_jax turned it off there: process 0 fills the cache with its programs.
+CACHE_LEFT_ON = ("-c", "import sys; from vdsr_jax import distributed, train; "
+                       "distributed._keep_compilation_cache_consistent = lambda: None; sys.exit(train.main())")
+
+
+def start_two_processes(workdir, *overrides, cache, launcher=("-m", "vdsr_jax.train")) -> list:
+    """The CLI as processes 0 and 1 of one run, 2 CPU devices each, with `cache` as the persistent
+    compilation cache (which multi-host users set so that restarts skip the compilations)."""
     address = f"localhost:{free_port()}"
     env = {**CPU, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_COMPILATION_CACHE_DIR": str(cache),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     return [train_cli(workdir, *overrides, f"--coordinator_address={address}", "--num_processes=2",
-                      f"--process_id={rank}", env=env, wait=False) for rank in (0, 1)]
+                      f"--process_id={rank}", env=env, wait=False, launcher=launcher) for rank in (0, 1)]
 
 
 # gloo's connection notice, which its threads write piece by piece (interleaved across threads)
@@ -74,15 +79,23 @@ POOL = ["--config.data.mode=pool", "--config.data.tile_size=32", "--config.data.
 def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path):
     """Pool mode: each process builds half of the tile groups (all-gathered); the resume at step 2 rebuilds
     the pool of pool-epoch 1 from scratch, and step 5 takes the refresh each process built in the background.
-    (The exact mode: the preemption test below.)"""
+    (The exact mode: the preemption test below.)
+
+    The resume finds a warm persistent compilation cache, filled by the first run with the cache left on: on
+    CPU only process 0 finds its programs there, and under jax 0.12.1 the two processes then hung for good
+    in the first step's collective. The run turns the cache off with a note and ends."""
     data = POOL
     one, two, cache = tmp_path / "one_process", tmp_path / "two_processes", tmp_path / "cache"
     baseline = train_cli(one, "--config.num_steps=6", *data, env={**CPU, "XLA_FLAGS": ""}, wait=False)
-    finish([baseline, *start_two_processes(two, "--config.num_steps=2", *data, cache=cache)])
+    finish([baseline, *start_two_processes(two, "--config.num_steps=2", *data, cache=cache,
+                                           launcher=CACHE_LEFT_ON)])
     assert saved_steps(two) == [2]
-    (first_stdout, _), (second_stdout, second_stderr) = finish(start_two_processes(two, "--config.num_steps=6",
-                                                                                   *data, cache=cache))
+    assert any(p.name.startswith("jit_step-") for p in cache.iterdir())  # process 0's train step is cached
+    (first_stdout, first_stderr), (second_stdout, second_stderr) = finish(
+        start_two_processes(two, "--config.num_steps=6", *data, cache=cache))
     assert "resuming from step 2" in first_stdout and "final evaluation" in first_stdout
+    assert f"note: the persistent compilation cache ({cache}) is off for this run" in first_stderr
+    assert "persistent compilation cache" not in second_stderr  # one note, from process 0
     assert without_gloo(second_stdout) == "" and "step/s" not in second_stderr  # process 1 neither prints nor
     # shows progress
     assert saved_steps(two) == [2, 6]
@@ -97,11 +110,13 @@ def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batc
 def test_a_preemption_notice_to_one_process_stops_both_at_one_step_and_the_restart_is_bit_exact(tmp_path):
     """Exact mode, each process preparing its share of the images: SIGTERM to process 1 only (a preempted
     host) makes both processes save the same step (JAX's preemption sync point) and exit 128 + 15; run
-    again, they end with the parameters of an uninterrupted 2-process run bit for bit, and with those of one
-    process on the same global batch to float rounding (the all-reduce sums in another order)."""
-    run = ["--config.num_steps=40", "--config.checkpoint_every_steps=100", "--config.eval_every_steps=100"]
+    again, they end with the parameters of an uninterrupted 2-process run bit for bit. (One process against
+    two on the same global batch: the test above; over this run's steps their float rounding, the all-reduce
+    summing in another order, grows past any tight tolerance.)"""
+    # JAX's preemption service agrees on the stop step a few seconds after the notice (~3 s measured under jax
+    # 0.12.1 on this 2-core machine, 27 steps/s): the run must last well beyond that
+    run = ["--config.num_steps=150", "--config.checkpoint_every_steps=1000", "--config.eval_every_steps=1000"]
     cache = tmp_path / "cache"
-    baseline = train_cli(tmp_path / "one_process", *run, env={**CPU, "XLA_FLAGS": ""}, wait=False)
     straight = start_two_processes(tmp_path / "straight", *run, cache=cache)
     interrupted = tmp_path / "interrupted"
     processes = start_two_processes(interrupted, *run, cache=cache)
@@ -111,22 +126,19 @@ def test_a_preemption_notice_to_one_process_stops_both_at_one_step_and_the_resta
         assert all(p.poll() is None for p in processes) and time.time() < deadline, "run ended before the signal"
         time.sleep(0.05)
     processes[1].send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
+    outputs = [finish_within(p, TIMEOUT) for p in processes]
     stopped = []
     for p, (_, stderr) in zip(processes, outputs):
         assert p.returncode == 128 + signal.SIGTERM, stderr[-2000:]
         message = stderr.strip().splitlines()[-1]
         assert message.startswith("stopped by SIGTERM after step") and "Traceback" not in stderr
         stopped.append(int(message.split("after step ")[1].split(";")[0]))
-    assert stopped[0] == stopped[1] and 2 <= stopped[0] < 40 and saved_steps(interrupted) == [stopped[0]]
+    assert stopped[0] == stopped[1] and 2 <= stopped[0] < 150 and saved_steps(interrupted) == [stopped[0]]
     (stdout, _), _ = finish(start_two_processes(interrupted, *run, cache=cache))
     assert f"resuming from step {stopped[0]}" in stdout
-    finish([baseline, *straight])
-    resumed = jax.tree.leaves(final_params(interrupted))
-    for a, b, c in zip(jax.tree.leaves(final_params(tmp_path / "straight")), resumed,
-                       jax.tree.leaves(final_params(tmp_path / "one_process"))):
+    finish(straight)
+    for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")), jax.tree.leaves(final_params(interrupted))):
         np.testing.assert_array_equal(a, b)
-        np.testing.assert_allclose(b, c, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("settings, environ, words", [

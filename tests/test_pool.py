@@ -2,7 +2,6 @@
 (seed, step), budgets too small for one batch are refused."""
 import json
 import re
-import subprocess
 import sys
 import time
 
@@ -121,7 +120,7 @@ def write_div2k_stand_in(root, count=5):
 def test_div2k_config_trains_from_the_pool_and_resumes_bit_exact(tmp_path):
     """The div2k config on a generated stand-in: the damaged image is skipped with a warning naming it, and
     6 straight steps equal 3 steps + a resume to 6 (the pool rebuilt mid-way through its refresh cycle)."""
-    from conftest import BENCHMARKS, ROOT, TINY, final_params, require
+    from conftest import BENCHMARKS, ROOT, TINY, final_params, finish_within, require, spawn
 
     write_div2k_stand_in(tmp_path / "DIV2K")
     common = ["--config.train_manual_dir", str(tmp_path / "DIV2K"), f"--config.eval_sets.set5={require(BENCHMARKS)}",
@@ -134,10 +133,10 @@ def test_div2k_config_trains_from_the_pool_and_resumes_bit_exact(tmp_path):
     def start(workdir, steps):
         command = [sys.executable, "-m", "vdsr_jax.train", "--config", "div2k", f"--workdir={workdir}", *tiny,
                    f"--config.data_dir={workdir}_data", *common, f"--config.num_steps={steps}"]
-        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return spawn(command, cwd=ROOT)
 
     runs = {name: start(tmp_path / name, steps) for name, steps in (("straight", 6), ("resumed", 3))}
-    outputs = {name: p.communicate(timeout=400) for name, p in runs.items()}
+    outputs = {name: finish_within(p, 400) for name, p in runs.items()}
     for name, p in runs.items():
         assert p.returncode == 0, outputs[name][1][-2000:]
     stdout, stderr = outputs["straight"]
@@ -147,7 +146,7 @@ def test_div2k_config_trains_from_the_pool_and_resumes_bit_exact(tmp_path):
     assert all("input_wait_fraction" in r for r in logged if "loss" in r)  # logged at every log step
     assert "data: the host builds" in stdout or "input-bound: training waited" in stderr
     resumed = start(tmp_path / "resumed", 6)
-    stdout, stderr = resumed.communicate(timeout=400)
+    stdout, stderr = finish_within(resumed, 400)
     assert resumed.returncode == 0 and "resuming from step 3" in stdout, stderr[-2000:]
     for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")),
                     jax.tree.leaves(final_params(tmp_path / "resumed"))):

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-from vdsr_jax.errors import TrainingStopped, UserError
+from vdsr_jax.errors import TrainingAbandoned, TrainingStopped, UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -52,6 +52,10 @@ def report_errors(main):
             return main(argv)
         except TrainingStopped as e:  # a clean stop on SIGINT/SIGTERM: the message, no "error:"
             print(e, file=sys.stderr)
+            if isinstance(e, TrainingAbandoned):
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(e.exit_status)
             return e.exit_status
         except (UserError, OSError) as e:
             message = e if isinstance(e, UserError) else f"{e.filename or ''}: {e.strerror or e}".lstrip(": ")

@@ -10,8 +10,16 @@ environment variables JAX_COORDINATOR_ADDRESS (which JAX reads too), JAX_NUM_PRO
 Any of them, or `--distributed`, makes the run multi-process; whatever is left unset JAX detects itself on
 a Cloud TPU pod slice, under SLURM (`srun`), Open MPI (`mpirun`) and on Kubernetes. With none of them the
 run is one process and nothing is initialised.
+
+The persistent compilation cache (`JAX_COMPILATION_CACHE_DIR`) is turned off for runs of several processes on
+CPU devices, with one `note:` line from process 0: there its keys differ from process to process (the CPU
+topology's fingerprint is part of the key; measured under jax 0.10.2 and 0.12.1) and only process 0 writes
+entries, so on a restart process 0 loads its cached programs while the others compile theirs afresh. Under
+jax 0.12.1 the first train step's collective then never completes and the run hangs. GPU and TPU runs keep
+the cache (JAX keys those programs the same in every process).
 """
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -84,7 +92,20 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     except (ValueError, TypeError, RuntimeError) as e:  # settings left incomplete, coordinator not reached
         raise DistributedError(f"cannot join the multi-process run: {e} (see --coordinator_address, "
                                "--num_processes, --process_id in --helpfull)") from None
+    _keep_compilation_cache_consistent()
     return True
+
+
+def _keep_compilation_cache_consistent() -> None:
+    """Turn the persistent compilation cache off where the processes would run different programs (module
+    docstring); must run before the first compilation, when JAX decides whether to use the cache."""
+    if jax.process_count() == 1 or jax.default_backend() != "cpu" or not jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_enable_compilation_cache", False)
+    if jax.process_index() == 0:
+        print(f"note: the persistent compilation cache ({jax.config.jax_compilation_cache_dir}) is off for this "
+              "run: on CPU its keys differ between processes, so they would run different programs and the "
+              "collectives would not meet", file=sys.stderr)
 
 
 def local_copy(tree):

@@ -41,6 +41,12 @@ class TrainingStopped(UserError):
         self.exit_status = exit_status
 
 
+class TrainingAbandoned(TrainingStopped):
+    """A run stopped on request while the devices still run a step whose results did not come (a collective
+    waiting for a peer): nothing is saved, and the process must exit at once (`os._exit`), since Python's own
+    shutdown would wait for that step."""
+
+
 class DistributedError(UserError):
     """Multi-process settings that cannot work; the message names the flag and the variable."""
 

@@ -173,10 +173,10 @@ def write_comparisons(predict: TiledVDSR, images, scale: int, directory: Path, c
     return written
 
 
-def _check_finite(losses: list, first_step: int, manager) -> np.ndarray:
-    """The losses of steps first_step, … as floats (this waits for them); TrainingDiverged at the first
-    that is not finite, naming the last good checkpoint."""
-    values = np.asarray(jax.device_get(losses), np.float64)
+def _check_finite(losses: list, first_step: int, manager, stop: preemption.StopRequest) -> np.ndarray:
+    """The losses of steps first_step, … as floats (this waits for them, through `stop`); TrainingDiverged at
+    the first that is not finite, naming the last good checkpoint."""
+    values = np.asarray(stop.wait(losses, first_step + len(losses) - 1), np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         kept = manager.latest_step()
@@ -252,7 +252,7 @@ def train_and_evaluate(config, workdir) -> dict:
                 saving = step % config.checkpoint_every_steps == 0 or step == total_steps or stopping
                 if not (logging or evaluating or saving):
                     continue
-                losses = _check_finite(window, step - len(window) + 1, manager)
+                losses = _check_finite(window, step - len(window) + 1, manager, stop)
                 elapsed = time.perf_counter() - window_start
                 rate = len(window) / elapsed
                 row = {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
