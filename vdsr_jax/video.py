@@ -99,7 +99,7 @@ def is_frame_file(path) -> bool:
 
 class VideoReader:
     """The first video stream of a container, and its audio streams; ImageError for a file that is missing,
-    damaged, without a video stream or in a codec this FFmpeg cannot decode."""
+    damaged, without a video stream or in a codec this FFmpeg cannot decode; MissingDependency without PyAV."""
 
     kind = "video"
 
@@ -465,7 +465,8 @@ def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | 
                        lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None) -> int:
     """Upscale every frame of a video or multi-frame image `source` into `target` (see the module
     docstring); returns the number of frames. `progress.update(1)` per frame. ImageError naming the file
-    (and the frame, for a decoding failure); KeyboardInterrupt saying after how many frames it stopped.
+    (and the frame, for a decoding failure); MissingDependency naming it where PyAV is needed and not
+    installed (videos; GIF and APNG output); KeyboardInterrupt saying after how many frames it stopped.
     Nothing is left at `target` unless every frame was written."""
     source, target = Path(source), Path(target)
     reader = open_frames(source)
