@@ -325,6 +325,7 @@ def report(metrics: dict, config, workdir: Path, comparisons: list[Path]) -> Non
             print(f"  {key}: VDSR {vdsr:.2f} dB, bicubic {bicubic:.2f} dB ({vdsr - bicubic:+.2f} dB)")
     print(f"checkpoint:  {workdir / 'checkpoints'}")
     tensorboard = workdir / "tensorboard"  # absent where tensorboardX is not installed
-    print(f"plot:        {workdir / 'training.png'}" + (f"  (TensorBoard: {tensorboard})" if tensorboard.is_dir() else ""))
+    print(f"plot:        {workdir / 'training.png'}"
+          + (f"  (TensorBoard: {tensorboard})" if tensorboard.is_dir() else ""))
     print(f"metrics:     {workdir / 'metrics.jsonl'}")
     print(f"comparisons: {', '.join(str(p) for p in comparisons)}  (bicubic | VDSR | HR)")
