@@ -19,8 +19,9 @@ PACK="${VDSR_PACK:-.device_pack}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 VDSR_GPU_T0="${VDSR_GPU_T0:-$(date +%s.%N)}"
-if compgen -G "$PACK/wheels/*.whl" >/dev/null && ! "$PY" -c "import ml_collections, tensorboardX, imagecodecs" 2>/dev/null; then
-  # the vdsr_jax dependencies the device image lacks (see benchmarks/pack_device_data.py)
+if compgen -G "$PACK/wheels/*.whl" >/dev/null && ! "$PY" -c "import importlib, benchmarks.gpu.common as c
+for name in c.DEVICE_WHEELS: importlib.import_module(name)" 2>/dev/null; then
+  # the vdsr_jax dependencies the device image lacks (benchmarks.gpu.common.DEVICE_WHEELS)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/vdsr_site \
     "$PACK"/wheels/*.whl || exit 1
   export PYTHONPATH="/tmp/vdsr_site${PYTHONPATH:+:$PYTHONPATH}"

@@ -13,7 +13,7 @@ this writes, under `--out` (ignored by git; name it in the device call's `carry`
 - `benchmarks/Set5/`, `benchmarks/Set14/`: the original HR files, copied byte for byte, so evaluation
   (double-precision YCbCr of the RGB image) stays exact.
 - `wheels/*.whl`: the cp312 wheels of the vdsr_jax dependencies that the device image lacks and the GPU run
-  imports (see DEVICE_WHEELS).
+  imports (`benchmarks.gpu.common.DEVICE_WHEELS`).
 - `manifest.json`: what was packed, sizes, and how.
 
 It then checks every packed PNG against its original (`verify_pack`) and that the pack plus the working
@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from benchmarks.gpu.common import DEVICE_WHEELS
 from vdsr_jax.color import luminance
 from vdsr_jax.image_io import read_image, write_image
 
@@ -37,13 +38,9 @@ TRAIN_FOLDERS = ("T91", "BSD200")  # the train291 builder's order
 EVAL_SETS = ("Set5", "Set14")
 SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 LIMIT_BYTES = 64 * 2**20  # what may travel in one device call: working tree + carried paths
-# vdsr_jax's dependencies absent from the device image (KINDS.md's package list): tensorflow-datasets,
-# array_record, importlib_resources, ml_collections, tensorboardX, imagecodecs. The GPU run reads the pack
-# itself (no TFDS), so only these travel: ml_collections for vdsr_jax.configs, tensorboardX so the training
-# modules import, imagecodecs for vdsr_jax.image_io (PNG). The first two are pure Python; imagecodecs is a
-# cp312 manylinux wheel (see the README's GPU run section for its size). Their own needs (absl-py, PyYAML,
-# numpy, packaging, protobuf) are on the device.
-DEVICE_WHEELS = ("ml_collections", "tensorboardX", "imagecodecs")
+# DEVICE_WHEELS: ml_collections and tensorboardX are pure Python; imagecodecs is a cp312 manylinux wheel (see the
+# README's GPU run section for its size). Their own needs (absl-py, PyYAML, numpy, packaging, protobuf) are on
+# the device.
 PIP_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64")
 

@@ -50,6 +50,19 @@ def run_cli(module: str, *args, timeout: int = 300):
     return done.returncode, done.stdout, done.stderr.strip().splitlines()
 
 
+BLOCKED_IMPORTS = Path(__file__).resolve().parent / "blocked_imports"
+
+
+def without_modules(*names: str, env=None) -> dict:
+    """An environment (from `env` or os.environ) in which Python processes, and those they start, cannot import
+    the top-level modules `names`, as if not installed (tests/blocked_imports/sitecustomize.py; the error
+    names the import chain that reached one)."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(BLOCKED_IMPORTS), *filter(None, [env.get("PYTHONPATH")])])
+    env["VDSR_BLOCKED_IMPORTS"] = ",".join(names)
+    return env
+
+
 def assert_one_error_line(status: int, lines: list[str], *fragments: str) -> None:
     """The command-line standard for bad input: non-zero exit, exactly one stderr line, no traceback."""
     assert status != 0

@@ -1,5 +1,7 @@
-"""The GPU run (benchmarks/gpu_run.sh) end to end on this CPU in its tiny setting, on a synthetic pack, so a
-device call is never spent finding bugs; and the pieces it relies on: the packed training Y and its pairs."""
+"""The GPU run (benchmarks/gpu_run.sh) end to end on this CPU in its tiny setting, on a synthetic pack, with the
+modules the device image lacks unimportable, so a device call is never spent finding bugs; a failing stage
+recorded while the others run; and the pieces it relies on: the packed training Y and its pairs."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_torch
+from conftest import needs_torch, without_modules
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import pack_device_data  # noqa: E402
 from benchmarks.gpu import prep  # noqa: E402
+from benchmarks.gpu.common import DEVICE_ABSENT  # noqa: E402
 from vdsr_jax import pretrained  # noqa: E402
 from vdsr_jax.data.patches import prepare_pairs  # noqa: E402
 from vdsr_jax.image_io import read_image  # noqa: E402
@@ -88,15 +91,23 @@ def test_pack_equals_the_training_y_of_every_original(tmp_path):
     assert len(problems) == 1 and first.name in problems[0]
 
 
-def test_tiny_run_end_to_end(tmp_path):
-    needs_torch()  # the run measures torch_reference beside vdsr_jax
+def tiny_run(tmp_path, *blocked: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """benchmarks/gpu_run.sh in its tiny setting on a synthetic pack, with the modules `blocked` unimportable
+    in every process it starts: (the finished run, OUT)."""
     shared = synthetic_shared(tmp_path / "shared")
     pack_device_data.pack(shared, tmp_path / "pack", wheels=False)
     out = tmp_path / "out"
     env = {**os.environ, "VDSR_GPU_RUN_TINY": "1", "OUT": str(out), "VDSR_PACK": str(tmp_path / "pack"),
            "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh")], cwd=tmp_path,
+                          env=without_modules(*blocked, env=env), capture_output=True, text=True, timeout=600)
+    return done, out
+
+
+def test_tiny_run_end_to_end_on_the_device_image(tmp_path):
+    """Without what the device image lacks and the pack does not carry (DEVICE_ABSENT: TFDS, PyAV, …)."""
+    needs_torch()  # the run measures torch_reference beside vdsr_jax
+    done, out = tiny_run(tmp_path, *DEVICE_ABSENT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["results.json", "run.log", "train_log.jsonl", "weights.npz"]
     results = json.loads((out / "results.json").read_text())
@@ -116,6 +127,32 @@ def test_tiny_run_end_to_end(tmp_path):
     assert meta["provenance"]["steps"] == 3 and meta["provenance"]["evaluation"][0]["vdsr_psnr"] == row["vdsr_psnr"]
     pretrained.load_pretrained(out / "weights.npz")
     assert "== GPU run (tiny smoke run)" in (out / "run.log").read_text()
+    assert {name: entry["status"] for name, entry in results["timeline"].items()} == dict.fromkeys(
+        ["bench_jax", "bench_torch", "prep", "train_run", "eval_run"], "ok")
+
+
+def test_a_failing_stage_is_recorded_and_the_others_still_run(tmp_path):
+    """Without ml_collections (vdsr_jax.configs) bench_jax and prep fail: each is recorded with its exit status
+    and last stderr lines, bench_torch still runs, train_run and eval_run are recorded as not run (no pairs,
+    no weights), the summary prints, and the run exits 1."""
+    done, out = tiny_run(tmp_path, *DEVICE_ABSENT, "ml_collections")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    timeline = results["timeline"]
+    assert list(timeline) == ["bench_jax", "bench_torch", "prep", "train_run", "eval_run"]
+    for name in ("bench_jax", "prep"):
+        assert (timeline[name]["status"], timeline[name]["returncode"]) == ("failed", 1), timeline[name]
+        assert any("ModuleNotFoundError" in line for line in timeline[name]["stderr_tail"]), timeline[name]
+        assert "-> ml_collections" in timeline[name]["stderr_tail"][-1]  # the import chain that reached it
+    torch_ok = importlib.util.find_spec("torch") is not None
+    assert timeline["bench_torch"]["status"] == ("ok" if torch_ok else "failed")
+    assert timeline["bench_torch"]["returncode"] == (0 if torch_ok else 1)
+    assert [timeline[name]["status"] for name in ("train_run", "eval_run")] == ["not run", "not run"]
+    assert all(isinstance(entry["seconds"], float) for entry in timeline.values())
+    assert results["training"] == {} and results["evaluation"] == []
+    log = (out / "run.log").read_text()
+    assert "== GPU run (tiny smoke run)" in log and "stages: bench_jax failed" in log
+    assert "\nbench_jax failed (exit 1): blocked import: " in log
 
 
 def test_training_steps_are_planned_from_the_benchmark(tmp_path):

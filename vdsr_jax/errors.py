@@ -53,3 +53,7 @@ class DistributedError(UserError):
 
 class OutputExists(UserError):
     """An output path that already holds a result, written again without `--overwrite`."""
+
+
+class MissingDependency(UserError):
+    """An optional package that the requested feature needs is not installed; the message says how to install it."""

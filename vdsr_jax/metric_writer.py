@@ -1,11 +1,11 @@
-"""Training logs in the workdir: `metrics.jsonl`, TensorBoard events (tensorboardX, no TensorFlow) and a PNG
-plot of loss and PSNR against step, refreshed at each eval. Every `metrics.jsonl` line is RFC 8259 JSON: an
-infinite PSNR is written as the string "inf"."""
+"""Training logs in the workdir: `metrics.jsonl`, TensorBoard events (tensorboardX, no TensorFlow; off, said
+once, where tensorboardX is not installed) and a PNG plot of loss and PSNR against step, refreshed at each eval.
+Every `metrics.jsonl` line is RFC 8259 JSON: an infinite PSNR is written as the string "inf"."""
 import json
+import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from tensorboardX import SummaryWriter
 
 from vdsr_jax.image_io import atomic_output
 from vdsr_jax.protocol import json_safe
@@ -20,7 +20,7 @@ class MetricWriter:
         self.plot_path = self.workdir / "training.png"
         self.history = [r for r in self._read() if r["step"] <= resume_step]
         self._rewrite()
-        self.tensorboard = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
+        self.tensorboard = _tensorboard(self.workdir / "tensorboard", resume_step)
 
     def _read(self) -> list[dict]:
         if not self.jsonl.exists():
@@ -43,9 +43,10 @@ class MetricWriter:
         self.history.append(record)
         with self.jsonl.open("a") as f:
             f.write(_line(record))
-        for name, value in scalars.items():
-            self.tensorboard.add_scalar(name, float(value), int(step))
-        self.tensorboard.flush()
+        if self.tensorboard is not None:
+            for name, value in scalars.items():
+                self.tensorboard.add_scalar(name, float(value), int(step))
+            self.tensorboard.flush()
 
     def plot(self) -> Path:
         """Loss (log scale) and every `psnr/…` series against step, written atomically."""
@@ -72,7 +73,21 @@ class MetricWriter:
         return self.plot_path
 
     def close(self):
-        self.tensorboard.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _tensorboard(folder: Path, resume_step: int):
+    """A tensorboardX SummaryWriter into `folder` that drops events after `resume_step`; None, said in one line
+    on stderr, where tensorboardX is not installed."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ModuleNotFoundError as e:
+        if e.name != "tensorboardX":
+            raise
+        print("TensorBoard logs are off: tensorboardX is not installed (pip install tensorboardX)", file=sys.stderr)
+        return None
+    return SummaryWriter(str(folder), purge_step=resume_step + 1)
 
 
 def _line(record: dict) -> str:

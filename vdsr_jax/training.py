@@ -324,6 +324,8 @@ def report(metrics: dict, config, workdir: Path, comparisons: list[Path]) -> Non
             vdsr, bicubic = metrics[f"psnr/{key}"], metrics[f"bicubic_psnr/{key}"]
             print(f"  {key}: VDSR {vdsr:.2f} dB, bicubic {bicubic:.2f} dB ({vdsr - bicubic:+.2f} dB)")
     print(f"checkpoint:  {workdir / 'checkpoints'}")
-    print(f"plot:        {workdir / 'training.png'}  (TensorBoard: {workdir / 'tensorboard'})")
+    tensorboard = workdir / "tensorboard"  # absent where tensorboardX is not installed
+    print(f"plot:        {workdir / 'training.png'}"
+          + (f"  (TensorBoard: {tensorboard})" if tensorboard.is_dir() else ""))
     print(f"metrics:     {workdir / 'metrics.jsonl'}")
     print(f"comparisons: {', '.join(str(p) for p in comparisons)}  (bicubic | VDSR | HR)")

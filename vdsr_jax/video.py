@@ -15,22 +15,25 @@ APNG: lossless) and tifffile a frame at a time, and by Pillow for WebP (see `Web
 Frames are decoded, upscaled and encoded as a stream (`inference.upscale_frames`), so memory follows the
 frame and tile sizes, not the clip length; only an animated WebP grows, by its encoded size, in memory
 until it is written. Output is written under a temporary name and renamed when complete.
+
+PyAV is imported only when a video is read or written, or a GIF or APNG written: without it, still images and
+the other multi-frame images still work, and those say in one line how to install it.
 """
 import contextlib
 import itertools
 import re
 import struct
+import sys
 import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
-import av
 import numpy as np
 import tifffile
 from PIL import Image
 
-from vdsr_jax.errors import ImageError
+from vdsr_jax.errors import ImageError, MissingDependency
 from vdsr_jax.image_io import PIL_MODES, atomic_output, channels_last, pillow_image, pillow_pixels, to_8_bits
 from vdsr_jax.inference import DEFAULT_BATCH, TiledVDSR, upscale_frames
 from vdsr_jax.resize import BicubicWindows
@@ -42,8 +45,23 @@ _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".we
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
 
-# PyAV < 19 decodes container metadata strictly unless told otherwise; 19 dropped the option (and the strictness).
-_LENIENT_METADATA = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
+def pyav(path, what: str):
+    """The av module (PyAV); MissingDependency naming `path` and `what` needs it where it is not installed."""
+    try:
+        import av
+    except ModuleNotFoundError as e:
+        if e.name != "av":
+            raise
+        raise MissingDependency(f"{path}: {what} needs PyAV, which is not installed: pip install av") from None
+    return av
+
+
+def _codec_errors() -> tuple[type[Exception], ...]:
+    """FFmpeg's error class once PyAV is imported (only PyAV raises it), else none."""
+    av = sys.modules.get("av")
+    return (av.error.FFmpegError,) if av is not None else ()
 
 
 class Frame(NamedTuple):
@@ -81,7 +99,7 @@ def is_frame_file(path) -> bool:
 
 class VideoReader:
     """The first video stream of a container, and its audio streams; ImageError for a file that is missing,
-    damaged, without a video stream or in a codec this FFmpeg cannot decode."""
+    damaged, without a video stream or in a codec this FFmpeg cannot decode; MissingDependency without PyAV."""
 
     kind = "video"
 
@@ -89,8 +107,12 @@ class VideoReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise ImageError(f"{self.path}: no such file" if not self.path.exists() else f"{self.path}: not a file")
+        av = pyav(self.path, "reading a video")
+        # PyAV < 19 decodes container metadata strictly unless told otherwise; 19 dropped the option (and the
+        # strictness).
+        lenient = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
         try:
-            self.container = av.open(str(self.path), **_LENIENT_METADATA)
+            self.container = av.open(str(self.path), **lenient)
         except av.error.FFmpegError as e:
             raise ImageError(f"{self.path}: not a readable video ({_reason(e)})") from None
         try:
@@ -224,7 +246,7 @@ def _decoding(reader, on_audio=None):
             return
         except ImageError:
             raise
-        except (av.error.FFmpegError, OSError, ValueError, EOFError) as e:
+        except (*_codec_errors(), OSError, ValueError, EOFError) as e:
             raise ImageError(f"{reader.path}: cannot decode frame {reader.decoded + 1} ({_reason(e)})") from None
         yield frame
 
@@ -245,8 +267,9 @@ def video_codec(suffix: str, height: int, width: int, crf: int | None, lossless:
 
 
 class VideoWriter:
-    def __init__(self, tmp: Path, suffix: str, reader, height: int, width: int, crf, lossless: bool):
-        self.container = av.open(str(tmp), "w", format=_MUXERS[suffix])
+    def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int, crf, lossless: bool):
+        self.av = av  # PyAV
+        self.container = self.av.open(str(tmp), "w", format=_MUXERS[suffix])
         codec, pix_fmt, options = video_codec(suffix, height, width, crf, lossless)
         rate = reader.rate or Fraction(25)
         self.stream = self.container.add_stream(codec, rate=rate, options=options)
@@ -264,7 +287,7 @@ class VideoWriter:
 
     def write(self, pixels: np.ndarray, frame: Frame):
         rgb = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
-        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        out = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if frame.pts is not None:
             out.pts = frame.pts
         else:  # an animation: durations in milliseconds
@@ -288,7 +311,8 @@ class FFmpegAnimationWriter:
     adaptive palette of at most 256 colours per frame, its first fully transparent colour kept transparent;
     grey frames exact); APNG frames are lossless, 8 bits."""
 
-    def __init__(self, tmp: Path, suffix: str, reader, height: int, width: int):
+    def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int):
+        self.av = av  # PyAV
         self.gif = suffix == ".gif"
         if self.gif:  # a NETSCAPE loop block only where the source had one, as Pillow writes GIFs
             muxer, options, pix_fmt = "gif", {"loop": str(-1 if reader.loop is None else reader.loop)}, "pal8"
@@ -296,7 +320,7 @@ class FFmpegAnimationWriter:
             muxer, options = "apng", {"plays": str(reader.loop or 0)}
             pix_fmt = {1: "gray", 2: "ya8", 3: "rgb24", 4: "rgba"}[reader.channels]
         self.mode = PIL_MODES[reader.channels]
-        self.container = av.open(str(tmp), "w", format=muxer, options=options)
+        self.container = self.av.open(str(tmp), "w", format=muxer, options=options)
         self.stream = self.container.add_stream(muxer)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
         self.stream.time_base = self.stream.codec_context.time_base = _MILLISECOND
@@ -306,9 +330,9 @@ class FFmpegAnimationWriter:
     def write(self, pixels: np.ndarray, frame: Frame):
         image = pillow_image(pixels).convert(self.mode)
         if self.gif:
-            out = av.VideoFrame.from_ndarray(_quantised(image), format="pal8")
+            out = self.av.VideoFrame.from_ndarray(_quantised(image), format="pal8")
         else:  # PyAV's from_ndarray lacks ya8: the rows go into the plane, past its padding
-            out = av.VideoFrame(image.width, image.height, self.stream.pix_fmt)
+            out = self.av.VideoFrame(image.width, image.height, self.stream.pix_fmt)
             plane = out.planes[0]
             rows = np.frombuffer(plane, np.uint8).reshape(image.height, plane.line_size)
             rows[:, :image.width * len(self.mode)] = np.asarray(image).reshape(image.height, -1)
@@ -429,19 +453,20 @@ def check_output(reader, target: Path) -> None:
 def _writer(tmp: Path, target: Path, reader, height: int, width: int, crf, lossless: bool):
     suffix = target.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
-        return VideoWriter(tmp, suffix, reader, height, width, crf, lossless)
+        return VideoWriter(pyav(target, "writing a video"), tmp, suffix, reader, height, width, crf, lossless)
     if suffix in (".tif", ".tiff"):
         return TiffPagesWriter(tmp)
     if suffix == ".webp":
         return WebPAnimationWriter(tmp, reader, lossless)
-    return FFmpegAnimationWriter(tmp, suffix, reader, height, width)
+    return FFmpegAnimationWriter(pyav(target, f"writing {suffix[1:].upper()}"), tmp, suffix, reader, height, width)
 
 
 def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | None = None,
                        lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None) -> int:
     """Upscale every frame of a video or multi-frame image `source` into `target` (see the module
     docstring); returns the number of frames. `progress.update(1)` per frame. ImageError naming the file
-    (and the frame, for a decoding failure); KeyboardInterrupt saying after how many frames it stopped.
+    (and the frame, for a decoding failure); MissingDependency naming it where PyAV is needed and not
+    installed (videos; GIF and APNG output); KeyboardInterrupt saying after how many frames it stopped.
     Nothing is left at `target` unless every frame was written."""
     source, target = Path(source), Path(target)
     reader = open_frames(source)
@@ -454,7 +479,7 @@ def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | 
         with atomic_output(target) as tmp:
             try:
                 writer = _writer(tmp, target, reader, height, width, crf, lossless)
-            except (av.error.FFmpegError, ValueError) as e:
+            except (*_codec_errors(), ValueError) as e:
                 raise ImageError(f"{target}: cannot write ({_reason(e)})") from None
             try:
                 frames = ((frame.pixels, frame) for frame in _decoding(reader, getattr(writer, "mux_audio", None)))
@@ -475,7 +500,7 @@ def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | 
             except ImageError as e:
                 writer.abort()
                 raise ImageError(f"{e}; stopped after {written} frames, nothing written to {target}") from None
-            except (av.error.FFmpegError, ValueError) as e:
+            except (*_codec_errors(), ValueError) as e:
                 writer.abort()
                 raise ImageError(f"{target}: cannot write frame {written + 1} ({_reason(e)}); "
                                  f"nothing written to {target}") from None

@@ -12,6 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+# vdsr_jax's dependencies that the device image lacks (KINDS.md's package list), by import name. The pack carries
+# the first as cp312 wheels (benchmarks/pack_device_data.py) because the run imports them: ml_collections for
+# vdsr_jax.configs, tensorboardX for the training's TensorBoard logs, imagecodecs for vdsr_jax.image_io (PNG).
+# The run never imports the others (it reads the pack itself, without TFDS, and no video); tests/test_gpu_run.py
+# runs it with them unimportable.
+DEVICE_WHEELS = ("ml_collections", "tensorboardX", "imagecodecs")
+DEVICE_ABSENT = ("tensorflow_datasets", "array_record", "importlib_resources", "av", "tensorflow")
+
 FULL = {
     "tiny": False,
     "budget_s": 510,  # the whole run from the driver's start; + grace_s stays under 9 min

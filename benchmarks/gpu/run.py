@@ -8,13 +8,17 @@ Budget (settings in common.py, all overridable by VDSR_GPU_<NAME>): the whole ru
 the start. Evaluation keeps the last `eval_reserve_s`; training runs until then; the two benchmarks come
 first, each within its own cap and cut short so that training keeps at least `min_train_s`. The training
 pairs are made on the CPU (prep) while the benchmarks run. A stage that passes its deadline by `grace_s` is
-killed; what it wrote so far is kept.
+killed; what it wrote so far is kept. A stage that fails or is killed is recorded in the timeline with its exit
+status and the last lines of its stderr (which is streamed to ours as it comes), and the later stages still run
+where their inputs exist.
 """
 import argparse
+import collections
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from benchmarks.gpu.common import GOALS, PAPER, log, read_json, settings, write_
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_PAIR = {"float32": ["fp32"], "tf32": ["tf32"], "bf16": ["bf16_channels_last", "bf16_compiled"]}
+STDERR_LINES = 20  # of a failed stage, kept in results.json
 
 
 def stage_command(name: str, work: Path, until: float, out: Path, pack: Path) -> list[str]:
@@ -29,19 +34,52 @@ def stage_command(name: str, work: Path, until: float, out: Path, pack: Path) ->
             "--pack", str(pack)]
 
 
+class Stage:
+    """A stage's process, started at once; its stderr goes on to ours line by line, the last lines kept."""
+
+    def __init__(self, name: str, work: Path, until: float, out: Path, pack: Path, env=None):
+        self.name, self.start, self.end = name, time.time(), None
+        t0 = float(os.environ["VDSR_GPU_T0"])
+        self.entry = {"start_s": self.start - t0, "until_s": until - t0}
+        self.process = subprocess.Popen(stage_command(name, work, until, out, pack), cwd=REPO, env=env,
+                                        stderr=subprocess.PIPE, text=True, errors="replace")
+        self.tail = collections.deque(maxlen=STDERR_LINES)
+        self.reader = threading.Thread(target=self._stream, daemon=True)
+        self.reader.start()
+
+    def _stream(self):
+        for line in self.process.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self.tail.append(line.rstrip("\n"))
+        self.end = time.time()  # stderr closes when the process ends
+
+    def wait(self, timeout: float) -> dict:
+        """The timeline entry: status, exit status, seconds, and for a failure the last stderr lines; a stage
+        still running after `timeout` seconds is killed."""
+        try:
+            self.process.wait(timeout=timeout)
+            self.entry["status"] = "ok" if self.process.returncode == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            self.entry["status"] = "killed at its deadline"
+        self.reader.join(timeout=10)
+        self.entry["returncode"] = self.process.returncode
+        self.entry["seconds"] = (self.end or time.time()) - self.start
+        if self.entry["status"] != "ok":
+            self.entry["stderr_tail"] = list(self.tail)
+        log("run", f"{self.name}: {self.entry['status']} (exit {self.process.returncode}) in "
+                   f"{self.entry['seconds']:.1f} s")
+        return self.entry
+
+
 def run_stage(name: str, s: dict, work: Path, until: float, out: Path, pack: Path) -> dict:
-    start = time.time()
-    entry = {"start_s": start - float(os.environ["VDSR_GPU_T0"]), "until_s": until - float(os.environ["VDSR_GPU_T0"])}
-    try:
-        done = subprocess.run(stage_command(name, work, until, out, pack), cwd=REPO,
-                              timeout=max(5.0, until - start + s["grace_s"]))
-        entry["returncode"] = done.returncode
-        entry["status"] = "ok" if done.returncode == 0 else "failed"
-    except subprocess.TimeoutExpired:
-        entry["status"] = "killed at its deadline"
-    entry["seconds"] = time.time() - start
-    log("run", f"{name}: {entry['status']} in {entry['seconds']:.1f} s")
-    return entry
+    return Stage(name, work, until, out, pack).wait(max(5.0, until - time.time() + s["grace_s"]))
+
+
+def not_run(why: str) -> dict:
+    return {"status": "not run", "why": why, "seconds": 0.0}
 
 
 def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
@@ -133,8 +171,18 @@ def summary(results: dict) -> str:
         lines.append(f"{r['dataset']} ×{r['scale']}: VDSR {r['vdsr_psnr']:.2f} dB / {r['vdsr_ssim']:.4f}, bicubic "
                      f"{r['bicubic_psnr']:.2f}; paper {r.get('paper_psnr')}, pytorch-vdsr {r.get('pytorch_vdsr_psnr')}")
     lines.append(f"goals: {results['goals']}")
-    lines.append("stages: " + ", ".join(f"{k} {v['status']} {v['seconds']:.0f} s" for k, v in results["timeline"].items()))
+    lines.append("stages: " + ", ".join(f"{k} {v['status']} {figure(v.get('seconds'), '.0f')} s"
+                                        for k, v in results["timeline"].items()))
+    for name, entry in results["timeline"].items():
+        if entry.get("status") not in ("ok", "not run"):
+            last = next((line for line in reversed(entry.get("stderr_tail") or []) if line.strip()), "")
+            lines.append(f"{name} {entry['status']} (exit {entry.get('returncode')}): {last}")
     return "\n".join(lines)
+
+
+def figure(value, spec: str) -> str:
+    """`value` formatted by `spec`, or "-" where a stage did not measure it (None)."""
+    return "-" if value is None else format(value, spec)
 
 
 def main(argv=None) -> int:
@@ -164,34 +212,24 @@ def main(argv=None) -> int:
     bench_limit = train_until - s["min_train_s"]
     timeline = {}
     prep_env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # prep needs no accelerator
-    prep_start = time.time()
-    prep = subprocess.Popen(stage_command("prep", work, train_until, out, pack), cwd=REPO, env=prep_env)
+    prep = Stage("prep", work, train_until, out, pack, env=prep_env)
     try:
         timeline["bench_jax"] = run_stage("bench_jax", s, work, min(time.time() + s["jax_bench_s"], bench_limit), out,
                                           pack)
         timeline["bench_torch"] = run_stage("bench_torch", s, work,
                                             min(time.time() + s["torch_bench_s"], bench_limit), out, pack)
-        try:
-            prep.wait(timeout=max(1.0, train_until - time.time()))
-            status = "ok" if prep.returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            status = "killed at its deadline"
-        timeline["prep"] = {"status": status, "seconds": (read_json(work / "prep.json", {}) or {}).get("seconds"),
-                            "finished_s": time.time() - start}
-        if status == "ok":
-            timeline["train_run"] = run_stage("train_run", s, work, train_until, out, pack)
-        if (out / "weights.npz").exists():
-            timeline["eval_run"] = run_stage("eval_run", s, work, deadline, out, pack)
+        timeline["prep"] = prep.wait(max(1.0, train_until - time.time()))
+        timeline["train_run"] = (run_stage("train_run", s, work, train_until, out, pack)
+                                 if timeline["prep"]["status"] == "ok" else not_run("no training pairs (prep)"))
+        timeline["eval_run"] = (run_stage("eval_run", s, work, deadline, out, pack)
+                                if (out / "weights.npz").exists() else not_run("no weights.npz (train_run)"))
     finally:
-        if prep.poll() is None:
-            prep.kill()
+        if prep.process.poll() is None:
+            prep.process.kill()
     results = assemble(s, work, timeline, start)
-    results["timeline"].setdefault("prep", {"status": "not run", "seconds": None})["started_s"] = prep_start - start
     write_json(out / "results.json", results)
     print(summary(results), flush=True)
-    ok = all(entry.get("status") == "ok" for entry in timeline.values())
-    ok = ok and all(name in timeline for name in ("bench_jax", "bench_torch", "prep", "train_run", "eval_run"))
-    return 0 if ok else 1
+    return 0 if all(entry["status"] == "ok" for entry in timeline.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """One entry point for images: a TFDS builder prepared (once) from a local folder, or scikit-image's
-bundled sample photos."""
+bundled sample photos. tensorflow-datasets is imported (and the builders registered) only when a TFDS source
+is loaded."""
 import importlib.util
 import os
 from pathlib import Path
@@ -7,10 +8,8 @@ from typing import Sequence
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
-from vdsr_jax.data.folder_builder import FolderBuilder
-from vdsr_jax.errors import DataError
+from vdsr_jax.errors import DataError, MissingDependency
 from vdsr_jax.image_io import decode_image
 
 SKIMAGE_PREFIX = "skimage:"
@@ -28,9 +27,11 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
     MANUAL_DOWNLOAD_INSTRUCTIONS; without `manual_dir` TFDS looks in `<data_dir>/downloads/manual`);
     `div2k/<config>` is TFDS's own builder, which downloads several GB and needs TensorFlow to prepare.
     `split=None` picks the dataset's only split, or `train`. Once prepared, the data is reused and
-    `manual_dir` is no longer needed. DataError for a missing or malformed folder.
+    `manual_dir` is no longer needed. DataError for a missing or malformed folder; MissingDependency where
+    tensorflow-datasets or array_record is not installed.
     """
-    from vdsr_jax import data  # noqa: F401 - registers the builders with TFDS
+    tfds = _tfds(name)
+    from vdsr_jax.data.folder_builder import FolderBuilder
 
     builder = tfds.builder(name, data_dir=os.path.expanduser(data_dir), file_format="array_record")
     if name.split("/")[0] == "div2k" and not builder.is_prepared() and importlib.util.find_spec("tensorflow") is None:
@@ -50,6 +51,25 @@ def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike |
         splits = list(builder.info.splits)
         split = splits[0] if len(splits) == 1 else "train"
     return builder.as_data_source(split=split)
+
+
+_TFDS_STACK = ("tensorflow_datasets", "array_record")
+
+
+def _tfds(name: str):
+    """The tensorflow_datasets module, with this package's builders registered (importing their modules does
+    it); MissingDependency naming source `name` where TFDS or its array_record storage is not installed."""
+    try:
+        import array_record  # noqa: F401 - the storage TFDS reads and writes here; checked up front
+        import tensorflow_datasets as tfds
+
+        from vdsr_jax.data import benchmarks, div2k, image_folder, train291, video_folder  # noqa: F401
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] not in _TFDS_STACK:
+            raise
+        raise MissingDependency(f"{name} is a TFDS source, which needs tensorflow-datasets and array_record "
+                                f"({e.name} is not installed): pip install tensorflow-datasets array_record") from None
+    return tfds
 
 
 def skimage_images(names: str) -> list[np.ndarray]:
