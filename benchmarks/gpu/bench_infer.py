@@ -32,20 +32,12 @@ def jax_row(s: dict, precision: str, y) -> dict:
 def torch_row(s: dict, name: str, y) -> dict:
     import torch
 
-    from benchmarks.gpu.bench_torch import SETTINGS, torch_net
+    from benchmarks.gpu.bench_torch import SETTINGS, setting_model
 
     opts = SETTINGS[name]
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    if cuda:
-        torch.backends.cuda.matmul.allow_tf32 = opts["tf32"]
-        torch.backends.cudnn.allow_tf32 = opts["tf32"]
-        torch.backends.cudnn.benchmark = True
-    fmt = torch.channels_last if opts["channels_last"] else torch.contiguous_format
-    model = torch_net(s["depth"], s["features"]).to(device).to(memory_format=fmt).eval()
-    net = torch.compile(model) if opts["compile"] else model
+    model, device, fmt, sync = setting_model(s, opts)
+    net = torch.compile(model.eval()) if opts["compile"] else model.eval()
     x = torch.from_numpy(y)[None, None].to(device).contiguous(memory_format=fmt)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def run(count):
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts["bf16"]):
