@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU run of issue 11 in one device call: (a) environment and measured bf16 matmul ceiling, (b) train-step
-# throughput of vdsr_jax (float32, TF32, bf16) and torch_reference (fp32, TF32, channels_last + bf16 autocast,
-# torch.compile) at batch 64/128/256, (c) vdsr_jax.configs.x234 trained within the time left (schedule scaled,
-# documented in results.json), (d) Set5/Set14 ×2/×3/×4 of the final weights, (e) results.json, train_log.jsonl,
-# weights.npz (vdsr_jax.pretrained format) and run.log under $OUT, (f) the training loop's patches/s, (g) the
-# on-device sampler alone against the fastest step (issue 12: it should sustain 3× the step rate).
+# The GPU run in one device call: (a) environment and measured bf16 matmul ceiling, (b) train-step throughput of
+# vdsr_jax (float32, TF32, bf16) and torch_reference (fp32, TF32, channels_last + bf16 autocast, torch.compile) at
+# batch 64/128/256, (h) ×2 inference frames/s on 1920×1080 Y, (c) vdsr_jax.configs.x234 (the paper's recipe) and
+# then x234_long trained by vdsr_jax.training with time budgets, (d) Set5/Set14 ×2/×3/×4 of both, (e) results.json,
+# train_log_<config>.jsonl, weights.npz, weights_x234_long.npz and run.log under $OUT, (f) the training loop's
+# patches/s, (g) the on-device sampler alone against the fastest step (it should sustain 3× the step rate).
 #
 # Before it, here:  python -m benchmarks.pack_device_data --out .device_pack   (training Y, Set5/Set14, wheels)
 # The device call:  run(command="bash benchmarks/gpu_run.sh", carry=[".device_pack"], timeout_s=600)

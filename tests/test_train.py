@@ -236,6 +236,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     ("scales", (2, 5, 17), "scales"),
     ("patch_size", 1, "patch_size"),
     ("batch_size", 3, "divisible"),
+    ("time_budget_minutes", -1.0, "time_budget_minutes"),
     ("train_manual_dir", "/nonexistent/folder", "does not exist"),
 ])
 def test_bad_config_is_refused_before_anything_compiles(field, value, words):
@@ -301,3 +302,100 @@ def test_sigterm_mid_run_saves_at_the_next_step_and_the_restart_is_bit_exact(tmp
     assert straight.returncode == 0
     for a, b in zip(jax.tree.leaves(final_params(tmp_path / "straight")), jax.tree.leaves(final_params(interrupted))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_lr_follows_the_decay_period_held_in_the_optimizer_state():
+    """The schedule's period is a value in the state: the same jitted update drops the lr after 2 steps once
+    `with_decay_every` set it to 2 (plain SGD here, so each update is −lr × gradient)."""
+    from vdsr_jax.optim import make_optimizer, with_decay_every
+
+    config = demo.get_config()
+    config.optimizer.update(momentum=0.0, weight_decay=0.0, clipping="global_norm", clip_norm=1e9)
+    tx = make_optimizer(config, steps_per_epoch=1000)
+    params = {"w": jnp.zeros(3)}
+    grads = {"w": jnp.ones(3)}
+    update = jax.jit(tx.update)
+    state = with_decay_every(tx.init(params), 2)
+    steps = []
+    for _ in range(5):
+        updates, state = update(grads, state, params)
+        steps.append(float(updates["w"][0]))
+    np.testing.assert_allclose(steps, [-0.1, -0.1, -0.01, -0.01, -0.001], rtol=1e-6)
+
+
+# A run scaled to its budget: the config's 100 000 steps with lr ÷10 every 25 000 (drops at ¼, ½, ¾).
+BUDGET_RUN = ["--config.num_steps=100000", "--config.steps_per_epoch=25000", "--config.log_every_steps=100",
+              "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000"]
+# Outside the budget's clock: Python's start and importing jax before `vdsr_jax.train.main` runs, and the exit
+# (JAX and orbax shutting down): 3-4 s measured on this 2-core machine when idle, ×4 for a loaded one.
+STARTUP_AND_EXIT_S = 15
+
+
+def budget_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("budget reached after step")]
+
+
+def lr_rows(workdir) -> dict[int, float]:
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {row["step"]: row["lr"] for row in rows if "lr" in row}
+
+
+def assert_schedule(lrs: dict[int, float], decay_every: int) -> None:
+    """Every logged lr is 0.1 · 0.1^((step − 1) // decay_every): the drops at the plan's steps."""
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(0.1 * 0.1 ** ((step - 1) // decay_every), rel=1e-6), step
+
+
+def test_a_budget_ends_the_run_on_time_with_the_schedule_scaled_to_the_planned_steps(tmp_path):
+    budget_s = 45
+    start = time.time()
+    code, stdout, stderr = train_cli(tmp_path, *BUDGET_RUN, f"--config.time_budget_minutes={budget_s / 60}")
+    wall = time.time() - start
+    assert code == 0, stderr[-2000:]
+    assert 0.5 * budget_s <= wall <= budget_s + STARTUP_AND_EXIT_S  # on time, and most of the budget used
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    total, decay_every = plan["total_steps"], plan["decay_every_steps"]
+    assert plan["planned_at_step"] < total < 100000 and decay_every == round(25000 * total / 100000)
+    (line,) = budget_lines(stdout)
+    last = int(line.split()[4].rstrip(";"))
+    assert 2 * decay_every < last <= total
+    assert saved_steps(tmp_path)[-1] == last  # checkpointed at the end
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "psnr/skimage_held_out_x2" in r][-1] == last  # evaluated at the end
+    assert (tmp_path / "images" / "compare_0_x2.png").is_file()
+    lrs = lr_rows(tmp_path)
+    assert_schedule(lrs, decay_every)
+    assert {round(lr, 6) for lr in lrs.values()} >= {0.1, 0.01, 0.001}
+
+
+def test_a_resumed_budget_run_keeps_its_plan(tmp_path):
+    """SIGTERM after the plan; the resume (with a budget again) keeps plan.json's steps and schedule and goes
+    on to the planned step, or stops at its own budget saying so."""
+    run = [*BUDGET_RUN, "--config.time_budget_minutes=0.5"]
+    process = train_cli(tmp_path, *run, wait=False)
+    deadline = time.time() + 120
+    plan_file, metrics = tmp_path / "plan.json", tmp_path / "metrics.jsonl"
+    while not plan_file.exists() or max(lr_rows(tmp_path), default=0) < (
+            json.loads(plan_file.read_text())["total_steps"] // 3):
+        assert process.poll() is None and time.time() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    plan_text = plan_file.read_text()
+    plan = json.loads(plan_text)
+    stopped_at = saved_steps(tmp_path)[-1]
+    assert stopped_at < plan["total_steps"]
+
+    code, stdout, stderr = train_cli(tmp_path, *run)
+    assert code == 0, stderr[-2000:]
+    assert f"resuming from step {stopped_at}" in stdout and "keeping this run's plan" in stdout
+    assert plan_file.read_text() == plan_text
+    (line,) = budget_lines(stdout)
+    last = int(line.split()[4].rstrip(";"))
+    assert last == plan["total_steps"] or (
+        stopped_at < last < plan["total_steps"] and f"continue to the planned step {plan['total_steps']}" in line)
+    assert saved_steps(tmp_path)[-1] == last
+    lrs = lr_rows(tmp_path)
+    assert min(lrs) < stopped_at < max(lrs) == last  # rows of both runs
+    assert_schedule(lrs, plan["decay_every_steps"])

@@ -2,7 +2,12 @@
 
 pytorch-vdsr clips the global norm to 0.4 before `SGD(momentum, weight_decay)`, whose decay is added after
 clipping; the paper clips each gradient element to [-θ/γ, θ/γ] for the current learning rate γ
-("adjustable gradient clipping"). Both are an optax chain.
+("adjustable gradient clipping"). Both are an optax chain, run at the step's learning rate.
+
+The learning rate is base · factor^(count // decay_every). `decay_every` (steps between drops) is a value in
+the optimiser's state, not a constant of the compiled step, so a run whose length is planned after compiling
+(`config.time_budget_minutes`) sets it with `with_decay_every` without recompiling, and it is checkpointed
+with the rest of the state.
 """
 from typing import NamedTuple
 
@@ -11,43 +16,55 @@ import jax.numpy as jnp
 import optax
 
 
-def learning_rate_schedule(base_lr: float, steps_per_epoch: int, decay_every_epochs: int,
-                           decay_factor: float = 0.1) -> optax.Schedule:
-    """lr = base · factor^(epoch // decay_every_epochs), as pytorch-vdsr's `adjust_learning_rate`."""
-    return optax.exponential_decay(base_lr, transition_steps=steps_per_epoch * decay_every_epochs,
-                                   decay_rate=decay_factor, staircase=True)
+def learning_rate(count, base_lr: float, decay_every, decay_factor: float = 0.1):
+    """lr of update `count` (0-based): base · factor^(count // decay_every), as pytorch-vdsr's
+    `adjust_learning_rate` with decay_every = steps_per_epoch · decay_every_epochs. Python ints give a float;
+    int32 arrays (in the step) a float32 array."""
+    return base_lr * decay_factor ** (count // decay_every)
 
 
-class ScheduleCount(NamedTuple):
-    count: jax.Array
+class StepDecayState(NamedTuple):
+    count: jax.Array  # int32: updates applied so far
+    decay_every: jax.Array  # int32: steps between learning-rate drops
+    inner: optax.OptState  # the clip / weight-decay / momentum chain's state
 
 
-def clip_by_learning_rate(theta: float, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """The paper's adjustable clipping: each element into [-θ/γ, θ/γ], γ the step's learning rate."""
+def _chain(opt, lr) -> optax.GradientTransformation:
+    """clip, weight decay, momentum SGD at learning rate `lr` (a float, or a traced scalar in `update`)."""
+    if opt.clipping == "global_norm":
+        clip = optax.clip_by_global_norm(opt.clip_norm)
+    elif opt.clipping == "adjustable":  # the paper: each element into [-θ/γ, θ/γ]
+        bound = opt.clip_theta / lr
+        clip = optax.stateless(lambda updates, params: jax.tree.map(lambda g: jnp.clip(g, -bound, bound), updates))
+    else:
+        raise ValueError(f"optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
+    return optax.chain(clip, optax.add_decayed_weights(opt.weight_decay), optax.sgd(lr, momentum=opt.momentum))
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+    """From `config.optimizer`: clipping ('global_norm' or 'adjustable'), weight decay, momentum SGD, the
+    learning rate dropping by `decay_factor` every `steps_per_epoch · decay_every_epochs` steps (until
+    `with_decay_every` changes that). ValueError for an unknown clipping."""
+    opt = config.optimizer
+    decay_every = steps_per_epoch * opt.decay_every_epochs
+    _chain(opt, opt.learning_rate)  # the error for a bad clipping now, not at the first update
 
     def init(params):
-        del params
-        return ScheduleCount(jnp.zeros([], jnp.int32))
+        # the chain's state does not depend on the lr
+        return StepDecayState(jnp.zeros([], jnp.int32), jnp.asarray(decay_every, jnp.int32),
+                              _chain(opt, opt.learning_rate).init(params))
 
     def update(updates, state, params=None):
-        del params
-        bound = theta / schedule(state.count)
-        updates = jax.tree.map(lambda g: jnp.clip(g, -bound, bound), updates)
-        return updates, ScheduleCount(optax.safe_increment(state.count))
+        lr = learning_rate(state.count, opt.learning_rate, state.decay_every, opt.decay_factor)
+        updates, inner = _chain(opt, lr).update(updates, state.inner, params)
+        return updates, StepDecayState(optax.safe_increment(state.count), state.decay_every, inner)
 
     return optax.GradientTransformation(init, update)
 
 
-def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-    """From `config.optimizer`: clipping ('global_norm' or 'adjustable'), weight decay, momentum SGD."""
-    opt = config.optimizer
-    schedule = learning_rate_schedule(opt.learning_rate, steps_per_epoch, opt.decay_every_epochs,
-                                      opt.decay_factor)
-    if opt.clipping == "global_norm":
-        clip = optax.clip_by_global_norm(opt.clip_norm)
-    elif opt.clipping == "adjustable":
-        clip = clip_by_learning_rate(opt.clip_theta, schedule)
-    else:
-        raise ValueError(f"optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
-    return optax.chain(clip, optax.add_decayed_weights(opt.weight_decay),
-                       optax.sgd(schedule, momentum=opt.momentum))
+def with_decay_every(opt_state: StepDecayState, steps: int) -> StepDecayState:
+    """`opt_state` (of `make_optimizer`) with the learning rate dropping every `steps` steps, placed like the
+    old value (same sharding), so the compiled step takes it as it is."""
+    value = jnp.asarray(steps, jnp.int32)
+    sharding = getattr(opt_state.decay_every, "sharding", None)
+    return opt_state._replace(decay_every=jax.device_put(value, sharding) if sharding is not None else value)

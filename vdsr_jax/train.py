@@ -3,13 +3,14 @@
     vdsr-train --config x234 --workdir runs/x234 [--config.num_epochs=1 …]
     (or: python -m vdsr_jax.train --config configs/x234.py …)
 
-`--config` takes an installed config name (x234, x2, x3, x4, pytorch_vdsr, demo, div2k; default demo) or the path
+`--config` takes an installed config name (x234, x234_long, x2, x3, x4, pytorch_vdsr, demo, div2k; default demo) or the path
 of a `get_config()` file; every field can be overridden as `--config.FIELD=VALUE`. `--workdir` (default
 `runs/<config name>`) receives checkpoints, logs, plot and comparison images, and a run started again on
 the same workdir resumes. Several hosts: the `jax.distributed` flags below. The job itself
 is `vdsr_jax.training.train_and_evaluate(config, workdir)`.
 """
 import sys
+import time
 from pathlib import Path
 
 from vdsr_jax import configs, distributed
@@ -31,6 +32,7 @@ def _resolve_config_argument(argv: list[str]) -> list[str]:
 def main(argv=None) -> int:
     """The command: absl flags (ml_collections' `--config.FIELD=VALUE` overrides need them) around
     `train_and_evaluate`, with the errors of `vdsr_jax.cli`."""
+    started = time.time()  # config.time_budget_minutes counts from here: the imports of training are in it
     from absl import app, flags
     from ml_collections import config_flags
 
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
         config_file = config_flags.get_config_filename(flags.FLAGS["config"])
         workdir = flags.FLAGS.workdir or f"runs/{Path(config_file.partition(':')[0]).stem}"
         distributed.initialize_from_flags()
-        train_and_evaluate(flags.FLAGS.config, workdir)
+        train_and_evaluate(flags.FLAGS.config, workdir, started)
         return 0
 
     if {"-h", "--help", "--helpshort"} & set(argv[1:]):  # absl would list only the flags of `__main__`

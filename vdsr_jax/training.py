@@ -15,16 +15,16 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vdsr_jax import checkpoint, distributed, preemption
+from vdsr_jax import budget as budgets, checkpoint, distributed, preemption
 from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches, pool
-from vdsr_jax.data.sources import image_store, read_shapes
+from vdsr_jax.data.sources import DIRECT_PREFIXES, FOLDER_PREFIX, image_store, read_shapes
 from vdsr_jax.errors import ConfigError, TrainingDiverged
 from vdsr_jax.image_io import atomic_output, write_image
 from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.metric_writer import MetricWriter
 from vdsr_jax.model import VDSR, create_model
-from vdsr_jax.optim import learning_rate_schedule, make_optimizer
+from vdsr_jax.optim import learning_rate, make_optimizer, with_decay_every
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.protocol import evaluate_sets
 from vdsr_jax.resize import MAX_SCALE, bicubic_degradation
@@ -50,6 +50,9 @@ def validate_config(config, device_count: int) -> None:
         positive_int(name, config[name], 0)
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs or config.num_steps must be > 0")
+    minutes = config.time_budget_minutes
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes < math.inf:
+        raise ConfigError(f"config.time_budget_minutes must be a number of minutes ≥ 0 (0: none), not {minutes!r}")
     for name in ("eval_every_steps", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
         positive_int(name, config[name])
     if not config.downsizes or any(not 0 < d <= 1 for d in config.downsizes):
@@ -80,7 +83,11 @@ def validate_config(config, device_count: int) -> None:
     sources = [(config.train_data, config.train_manual_dir, "train_manual_dir")]
     sources += [(name, where, f"eval_sets.{name}") for name, where in config.eval_sets.items()]
     for source, where, field in sources:
-        if source.startswith(SKIMAGE_PREFIX) or where.startswith(SKIMAGE_PREFIX):
+        if source.startswith(FOLDER_PREFIX):  # train_data
+            where, field = source.removeprefix(FOLDER_PREFIX), "train_data"
+        elif where.startswith(FOLDER_PREFIX):  # an eval set
+            where = where.removeprefix(FOLDER_PREFIX)
+        elif source.startswith(SKIMAGE_PREFIX) or where.startswith(SKIMAGE_PREFIX):
             continue
         if where and not Path(where).expanduser().is_dir():
             state = "is a file, not a folder of images" if Path(where).expanduser().exists() else "does not exist"
@@ -145,8 +152,9 @@ def model_from_config(config) -> VDSR:
 
 
 def load_eval_sets(config) -> dict[str, list[np.ndarray]]:
-    """name -> HR images of `config.eval_sets` (name -> a builder's manual_dir, or `skimage:NAMES`)."""
-    return {name: load_images(where if where.startswith(SKIMAGE_PREFIX) else name, config.data_dir, where)
+    """name -> HR images of `config.eval_sets` (name -> a builder's manual_dir, `skimage:NAMES` or
+    `folder:PATH`)."""
+    return {name: load_images(where if where.startswith(DIRECT_PREFIXES) else name, config.data_dir, where)
             for name, where in config.eval_sets.items()}
 
 
@@ -187,12 +195,18 @@ def _check_finite(losses: list, first_step: int, manager, stop: preemption.StopR
     return values
 
 
-def train_and_evaluate(config, workdir) -> dict:
+def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     """Train per `config`, writing checkpoints, logs, plot and comparison images in `workdir`.
+
+    With `config.time_budget_minutes` > 0 the run, its final evaluation, comparison images and checkpoint
+    end within that many minutes from `started` (time.time(); default: this call), the steps and the lr
+    schedule planned to fit (`vdsr_jax.budget`; the plan kept in `workdir/plan.json` for a resume); reaching
+    the budget is a normal end, reported as "budget reached after step N".
 
     Returns the final eval metrics (`psnr/<set>_x<scale>` …, dB). ConfigError for a bad config, DataError
     for missing data, TrainingDiverged when the loss stops being finite.
     """
+    started = time.time() if started is None else started
     workdir = Path(workdir).expanduser()
     validate_config(config, jax.device_count())
     main_process = jax.process_index() == 0
@@ -210,7 +224,8 @@ def train_and_evaluate(config, workdir) -> dict:
         source_for = lambda step: device_source  # noqa: E731
     epoch_patches = patches.patches_per_epoch(cat, config.patch_size)
     steps_per_epoch = config.steps_per_epoch or math.ceil(epoch_patches / config.batch_size)
-    total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+    recipe = budgets.Plan(config.num_steps or config.num_epochs * steps_per_epoch,
+                          steps_per_epoch * config.optimizer.decay_every_epochs)
 
     model = model_from_config(config)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
@@ -218,8 +233,6 @@ def train_and_evaluate(config, workdir) -> dict:
     state = jax.device_put(state, replicated(mesh))
     # A global key, as multi-process orbax needs; device_put moves key data, not typed keys, across processes.
     data_key = jax.random.wrap_key_data(jax.device_put(jax.random.key_data(data_key), replicated(mesh)))
-    lr_at = learning_rate_schedule(config.optimizer.learning_rate, steps_per_epoch,
-                                   config.optimizer.decay_every_epochs, config.optimizer.decay_factor)
 
     workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.training_manager(workdir / "checkpoints", config.keep_checkpoints)
@@ -231,31 +244,52 @@ def train_and_evaluate(config, workdir) -> dict:
     writer = MetricWriter(workdir, resume_step=start) if main_process else None
     if start:
         say(f"resuming from step {start} in {workdir / 'checkpoints'}")
+    kept = budgets.load_plan(workdir) if start else None
+    if kept:
+        say(f"keeping this run's plan ({workdir / budgets.PLAN_FILE}): {kept.total_steps} steps, lr "
+            f"×{config.optimizer.decay_factor:g} every {kept.decay_every_steps}")
+    budget = (budgets.Budget(config.time_budget_minutes, started, config.eval_every_steps,
+                             config.checkpoint_every_steps) if config.time_budget_minutes else None)
+    plan = kept or recipe
+    planning = budget is not None and plan.total_steps - start > 2 * budgets.PROBE_CHECK_EVERY
+    # the steps before a budget's plan run at the base lr; the plan's schedule (a value in the state) after
+    decay_every = budgets.NO_DECAY if planning else plan.decay_every_steps
+    state = state.replace(opt_state=with_decay_every(state.opt_state, decay_every))
+    stop_step = plan.total_steps
+    lr_at = lambda step: learning_rate(step - 1, config.optimizer.learning_rate,  # noqa: E731 - of step 1, 2, …
+                                       decay_every, config.optimizer.decay_factor)
 
     metrics = {}
     train_step = make_sampling_train_step(mesh, config.batch_size, config.patch_size, config.augment,
                                           config.loss_scale)
-    progress = tqdm(total=total_steps, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
+    progress = tqdm(total=stop_step, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
     pool_notes = set()  # what the pool's rates were reported for, once a run each
     progress_note = lambda message, file=None: main_process and progress.write(message, file=file)  # noqa: E731
     stop = preemption.StopRequest()
+    step = start
     try:
         with stop:
-            for step in range(start + 1, total_steps + 1):
+            while step < stop_step:
+                step += 1
                 state, loss = train_step(state, source_for(step - 1), data_key)
                 window.append(loss)
                 progress.update(1)
-                stopping = stop.reached(step) and step < total_steps
-                logging = step % config.log_every_steps == 0 or step == total_steps or stopping
-                evaluating = step % config.eval_every_steps == 0 or step == total_steps
-                saving = step % config.checkpoint_every_steps == 0 or step == total_steps or stopping
+                rehearsing = planning and budget.probe(step, loss)  # the end of the run, timed, at this step
+                stopping = stop.reached(step) and step < stop_step
+                logging = step % config.log_every_steps == 0 or step == stop_step or stopping or rehearsing
+                evaluating = step % config.eval_every_steps == 0 or step == stop_step or rehearsing
+                saving = step % config.checkpoint_every_steps == 0 or step == stop_step or stopping or rehearsing
                 if not (logging or evaluating or saving):
                     continue
                 losses = _check_finite(window, step - len(window) + 1, manager, stop)
                 elapsed = time.perf_counter() - window_start
                 rate = len(window) / elapsed
-                row = {"loss": losses.mean(), "lr": float(lr_at(step - 1)), "steps_per_second": rate,
+                if budget and not planning and step < stop_step:
+                    stop_step = budget.recheck(step, stop_step, 1 / rate)
+                    evaluating = saving = evaluating or step == stop_step
+                    progress.total = stop_step
+                row = {"loss": losses.mean(), "lr": lr_at(step), "steps_per_second": rate,
                        "patches_per_second": rate * config.batch_size}
                 if tile_pool:
                     row["input_wait_fraction"], period = tile_pool.input_report(elapsed, len(window))
@@ -263,17 +297,35 @@ def train_and_evaluate(config, workdir) -> dict:
                         _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes, progress_note)
                 if writer:
                     writer.write(step, row)
-                progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{float(lr_at(step - 1)):.3g}")
+                progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{lr_at(step):.3g}")
+                finish_start = time.perf_counter()
                 if evaluating:
                     metrics = evaluate(TiledVDSR(model, distributed.local_copy(state.params)), eval_sets,
                                        config.eval_scales)
                     if writer:
                         writer.write(step, metrics)
                         writer.plot()
+                if rehearsing and main_process:
+                    write_comparisons(TiledVDSR(model, distributed.local_copy(state.params)),
+                                      next(iter(eval_sets.values())), config.eval_scales[0], workdir / "images",
+                                      config.comparison_images)
                 if saving:
                     psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
                     best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
                     checkpoint.save_training(manager, state, model, data_key, best)
+                if rehearsing:
+                    planning = False
+                    plan, stop_step = budget.plan(step, time.perf_counter() - finish_start, recipe, kept)
+                    decay_every = plan.decay_every_steps
+                    state = state.replace(opt_state=with_decay_every(state.opt_state, decay_every))
+                    if not kept:
+                        budgets.write_plan(workdir, plan, recipe, budget, step)
+                    progress.total = stop_step
+                    progress_note(f"budget: {budget.step_seconds * 1e3:.1f} ms a step, {budget.finish_seconds:.1f} s "
+                                  f"for the evaluation, images and checkpoint; plan {plan.total_steps} of the "
+                                  f"config's {recipe.total_steps} steps, lr ×{config.optimizer.decay_factor:g} every "
+                                  f"{plan.decay_every_steps} (config: {recipe.decay_every_steps}); stopping at step "
+                                  f"{stop_step}")
                 window, window_start = [], time.perf_counter()
                 if stopping:
                     raise stop.stopped(step, manager.directory)
@@ -284,6 +336,10 @@ def train_and_evaluate(config, workdir) -> dict:
             tile_pool.close()
         if writer:
             writer.close()
+    if budget and stop_step < recipe.total_steps:
+        say(f"budget reached after step {stop_step}" + (
+            f"; run the same command again to continue to the planned step {plan.total_steps}"
+            if stop_step < plan.total_steps else ""))
 
     predict = TiledVDSR(model, distributed.local_copy(state.params))
     if not metrics:  # nothing was left to train: a finished run started again

@@ -52,10 +52,11 @@ def torch_net(depth: int, features: int):
     return SmallNet()
 
 
-def measure(s: dict, name: str, batch: int) -> dict:
+def setting_model(s: dict, opts: dict):
+    """(model on the device in the setting's memory format, device, memory format, synchronize) for a
+    SETTINGS entry, with its TF32 switches set (cuDNN autotuning on)."""
     import torch
 
-    opts = SETTINGS[name]
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
@@ -65,6 +66,15 @@ def measure(s: dict, name: str, batch: int) -> dict:
     torch.manual_seed(0)
     fmt = torch.channels_last if opts["channels_last"] else torch.contiguous_format
     model = torch_net(s["depth"], s["features"]).to(device).to(memory_format=fmt)
+    return model, device, fmt, torch.cuda.synchronize if cuda else (lambda: None)
+
+
+def measure(s: dict, name: str, batch: int) -> dict:
+    import torch
+
+    opts = SETTINGS[name]
+    model, device, fmt, sync = setting_model(s, opts)
+    cuda = device.type == "cuda"
     params = list(model.parameters())
     extra = {"fused": True} if cuda else {"foreach": False}
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, **extra)
@@ -72,7 +82,6 @@ def measure(s: dict, name: str, batch: int) -> dict:
     shape = (batch, 1, s["patch"], s["patch"])
     inputs = torch.rand(shape, device=device).contiguous(memory_format=fmt)
     targets = torch.rand(shape, device=device).contiguous(memory_format=fmt)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts["bf16"]):

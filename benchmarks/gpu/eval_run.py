@@ -1,7 +1,7 @@
-"""Stage (d): OUT/weights.npz on the packed Set5/Set14 at ×2/×3/×4 under the MATLAB protocol, with the
+"""Stage (d): the weights of `--config` (OUT/weights.npz for x234, see `train_run.weights_name`) on the packed Set5/Set14 at ×2/×3/×4 under the MATLAB protocol, with the
 vdsr_jax functions `vdsr-evaluate` uses (`protocol.load_folder`, `protocol.evaluate_sets`), float32 at matmul precision 'highest'
 so the GPU's figures are the CPU's; the table is written into the weights' provenance (`evaluation`) and
-into WORK/eval.json."""
+into WORK/eval_<config>.json."""
 import time
 
 from benchmarks.gpu.common import PAPER, PYTORCH_VDSR, log, stage_args, write_json
@@ -14,10 +14,13 @@ def main(argv=None) -> int:
     from vdsr_jax.protocol import evaluate_sets, load_folder
     from vdsr_jax.inference import TiledVDSR
 
+    from benchmarks.gpu.train_run import weights_name
+
     args = stage_args(argv)
     s = args.settings
     start = time.time()
-    weights = args.out / "weights.npz"
+    weights = args.out / weights_name(args.config)
+    out_json = args.work / f"eval_{args.config}.json"
     model, params = pretrained.load_pretrained(weights)
     result = {"weights": str(weights), "rows": [], "skipped": []}
     with jax.default_matmul_precision("highest"):
@@ -32,17 +35,18 @@ def main(argv=None) -> int:
             for row in rows:
                 row["paper_psnr"] = PAPER.get(name, {}).get(row["scale"])
                 row["pytorch_vdsr_psnr"] = PYTORCH_VDSR.get(name, {}).get(row["scale"])
-                log("eval", f"{name} ×{row['scale']}: VDSR {row['vdsr_psnr']:.2f} dB / {row['vdsr_ssim']:.4f} "
+                row["config"] = args.config
+                log("eval", f"{args.config} {name} ×{row['scale']}: VDSR {row['vdsr_psnr']:.2f} dB / {row['vdsr_ssim']:.4f} "
                             f"(bicubic {row['bicubic_psnr']:.2f}; paper {row['paper_psnr']}) {row['seconds']:.1f} s")
             result["rows"] += rows
-            write_json(args.work / "eval.json", result)
+            write_json(out_json, result)
     meta = pretrained.pretrained_info(weights)
     provenance = {**meta["provenance"], "evaluation": result["rows"],
                   "evaluation_protocol": "vdsr_jax.protocol (MATLAB protocol: Y of rgb2ycbcr, bicubic down/up in "
                                          "float64, scale px shaved), float32 at matmul precision 'highest'"}
     pretrained.export_pretrained(params, model, weights, provenance)
     result["seconds"] = time.time() - start
-    write_json(args.work / "eval.json", result)
+    write_json(out_json, result)
     return 0 if not result["skipped"] else 1
 
 

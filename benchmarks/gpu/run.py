@@ -1,16 +1,16 @@
 """Driver of the GPU run: runs the stages (see benchmarks/gpu/__init__.py) within one time budget and writes
-OUT/results.json; OUT/train_log.jsonl and OUT/weights.npz come from the stages, OUT/run.log from
-benchmarks/gpu_run.sh.
+OUT/results.json; OUT/train_log_<config>.jsonl, OUT/weights.npz (x234) and OUT/weights_x234_long.npz come from
+the stages, OUT/run.log from benchmarks/gpu_run.sh.
 
     python -m benchmarks.gpu.run --out OUT [--pack .device_pack] [--work DIR]
 
 Budget (settings in common.py, all overridable by VDSR_GPU_<NAME>): the whole run ends by `budget_s` after
-the start. Evaluation keeps the last `eval_reserve_s`; training runs until then; the two benchmarks come
-first, each within its own cap and cut short so that training keeps at least `min_train_s`. The training
-pairs are made on the CPU (prep) while the benchmarks run. A stage that passes its deadline by `grace_s` is
-killed; what it wrote so far is kept. A stage that fails or is killed is recorded in the timeline with its exit
-status and the last lines of its stderr (which is streamed to ours as it comes), and the later stages still run
-where their inputs exist.
+the start. The three benchmarks (train step jax, torch; inference) come first, each within its own cap, cut
+short so that training keeps `recipe_s` + `long_min_s`; then the paper's recipe (x234) within `recipe_s` and its
+evaluation, then x234_long for the time left before its own evaluation (`eval_reserve_s` is split between the
+two evaluations). A stage that passes its deadline by `grace_s` is killed; what it wrote so far is kept. A stage that fails or is killed is
+recorded in the timeline with its exit status and the last lines of its stderr (which is streamed to ours as it
+comes), and the later stages still run where their inputs exist.
 """
 import argparse
 import collections
@@ -25,23 +25,24 @@ from pathlib import Path
 from benchmarks.gpu.common import GOALS, PAPER, log, read_json, settings, write_json
 
 REPO = Path(__file__).resolve().parents[2]
+CONFIGS = ("x234", "x234_long")  # the paper's recipe, then the longer run
 TORCH_PAIR = {"float32": ["fp32"], "tf32": ["tf32"], "bf16": ["bf16_channels_last", "bf16_compiled"]}
 STDERR_LINES = 20  # of a failed stage, kept in results.json
 
 
-def stage_command(name: str, work: Path, until: float, out: Path, pack: Path) -> list[str]:
+def stage_command(name: str, work: Path, until: float, out: Path, pack: Path, config: str = "x234") -> list[str]:
     return [sys.executable, "-m", f"benchmarks.gpu.{name}", str(work), "--until", f"{until:.3f}", "--out", str(out),
-            "--pack", str(pack)]
+            "--pack", str(pack), "--config", config]
 
 
 class Stage:
     """A stage's process, started at once; its stderr goes on to ours line by line, the last lines kept."""
 
-    def __init__(self, name: str, work: Path, until: float, out: Path, pack: Path, env=None):
+    def __init__(self, name: str, work: Path, until: float, out: Path, pack: Path, config: str = "x234"):
         self.name, self.start, self.end = name, time.time(), None
         t0 = float(os.environ["VDSR_GPU_T0"])
         self.entry = {"start_s": self.start - t0, "until_s": until - t0}
-        self.process = subprocess.Popen(stage_command(name, work, until, out, pack), cwd=REPO, env=env,
+        self.process = subprocess.Popen(stage_command(name, work, until, out, pack, config), cwd=REPO,
                                         stderr=subprocess.PIPE, text=True, errors="replace")
         self.tail = collections.deque(maxlen=STDERR_LINES)
         self.reader = threading.Thread(target=self._stream, daemon=True)
@@ -74,8 +75,8 @@ class Stage:
         return self.entry
 
 
-def run_stage(name: str, s: dict, work: Path, until: float, out: Path, pack: Path) -> dict:
-    return Stage(name, work, until, out, pack).wait(max(5.0, until - time.time() + s["grace_s"]))
+def run_stage(name: str, s: dict, work: Path, until: float, out: Path, pack: Path, config: str = "x234") -> dict:
+    return Stage(name, work, until, out, pack, config).wait(max(5.0, until - time.time() + s["grace_s"]))
 
 
 def not_run(why: str) -> dict:
@@ -85,9 +86,10 @@ def not_run(why: str) -> dict:
 def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
     jax_bench = read_json(work / "bench_jax.json", {})
     torch_bench = read_json(work / "bench_torch.json", {})
-    train = read_json(work / "train.json", {})
-    prep = read_json(work / "prep.json", {})
-    evaluation = read_json(work / "eval.json", {})
+    trained = {name: read_json(work / f"train_{name}.json", {}) for name in CONFIGS}
+    train = trained["x234"]
+    inference = read_json(work / "bench_infer.json", {})
+    eval_rows = [row for name in CONFIGS for row in read_json(work / f"eval_{name}.json", {}).get("rows", [])]
     rates = [r["tflops"] for r in (jax_bench.get("matmul"), torch_bench.get("matmul")) if r]
     ceiling = max(rates) if rates else None
     rows = jax_bench.get("steps", []) + torch_bench.get("steps", [])
@@ -110,23 +112,27 @@ def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
         train["isolated_step_patches_per_s"] = isolated[0]["patches_per_s"] if isolated else None
         train["isolated_step_note"] = ("benchmark stage: same precision and batch, pytorch-vdsr's model "
                                        "(no biases, global-norm clipping); training: x234 (biases, adjustable clipping)")
+    best = {impl: max((r for r in inference.get("steps", []) if r["impl"] == impl), key=lambda r: r["frames_per_s"],
+                      default=None) for impl in ("vdsr_jax", "torch")}
+    inference["best"] = best
+    inference["ratio_jax_over_torch"] = (best["vdsr_jax"]["frames_per_s"] / best["torch"]["frames_per_s"]
+                                         if best["vdsr_jax"] and best["torch"] else None)
     bf16 = [r for r in jax_bench.get("steps", []) if r["setting"] == "bf16"]
     bf16_pairs = [p for p in pairs if p["vdsr_jax"] == "bf16" and p["ratio_vs_torch_best"]]
-    eval_rows = evaluation.get("rows", [])
     stage_wall = {name: entry.get("seconds") for name, entry in timeline.items()}
-    recipe_wall = sum(v for v in (prep.get("seconds"), stage_wall.get("train_run"), stage_wall.get("eval_run")) if v)
+    recipe_wall = sum(v for v in (stage_wall.get("train_x234"), stage_wall.get("eval_x234")) if v)
     best_step = max((r["patches_per_s"] for r in jax_bench.get("steps", [])), default=None)
     sampler = jax_bench.get("sampler", {}).get("patches_per_s")
     goals = {
         "sampler_over_best_step": sampler / best_step if sampler and best_step else None,
         "best_bf16_share_of_ceiling": max((r["share_of_ceiling"] or 0 for r in bf16), default=None),
         "best_bf16_ratio_vs_torch_best": max((p["ratio_vs_torch_best"] for p in bf16_pairs), default=None),
-        "rows_at_or_above_paper": [f"{r['dataset']} x{r['scale']}" for r in eval_rows
+        "rows_at_or_above_paper": [f"{r['config']} {r['dataset']} x{r['scale']}" for r in eval_rows
                                    if r["dataset"] in PAPER and r["vdsr_psnr"] >= PAPER[r["dataset"]][r["scale"]]],
-        "rows_below_paper": [f"{r['dataset']} x{r['scale']}" for r in eval_rows
+        "rows_below_paper": [f"{r['config']} {r['dataset']} x{r['scale']}" for r in eval_rows
                              if r["dataset"] in PAPER and r["vdsr_psnr"] < PAPER[r["dataset"]][r["scale"]]],
         "recipe_wall_s": recipe_wall,
-        "recipe_complete": train.get("schedule") == "recipe" and train.get("status") == "done",
+        "recipe_complete": train.get("schedule") == "recipe" and train.get("steps") == 9960,
         "targets": GOALS,
     }
     try:
@@ -141,7 +147,7 @@ def assemble(s: dict, work: Path, timeline: dict, start: float) -> dict:
             "sampler": jax_bench.get("sampler"),
             "throughput": {"rows": rows, "pairs": pairs,
                            "skipped": jax_bench.get("skipped", []) + torch_bench.get("skipped", [])},
-            "prep": prep, "training": train, "evaluation": eval_rows, "goals": goals}
+            "inference": inference, "training": trained, "evaluation": eval_rows, "goals": goals}
 
 
 def summary(results: dict) -> str:
@@ -160,15 +166,21 @@ def summary(results: dict) -> str:
         if p["ratio"]:
             lines.append(f"ratio batch {p['batch']} {p['vdsr_jax']} vs torch {p['torch']}: {p['ratio']:.2f} "
                          f"(vs torch's best {p['torch_best']}: {p['ratio_vs_torch_best']:.2f})")
-    t = results["training"]
-    if t.get("steps"):
-        lines.append(f"training: {t['steps']} steps × {t['batch']} ({t['precision']}), {t['epochs_equivalent']:.2f} "
-                     f"epochs, {t['schedule']}; loop {t['loop_s']:.0f} s; loss {t['final_loss']:.4g}; loop patches/s "
-                     f"{t.get('loop_patches_per_s') or 0:.0f} (reading the loss every step: "
-                     f"{t.get('loop_patches_per_s_sync_every_step') or 0:.0f}; isolated step: "
-                     f"{t.get('isolated_step_patches_per_s') or 0:.0f})")
+    inference = results["inference"]
+    for r in inference.get("steps", []):
+        lines.append(f"inference ×2 {inference['frame'][1]}×{inference['frame'][0]} Y: {r['impl']} {r['setting']} "
+                     f"{r['frames_per_s']:.2f} frames/s")
+    if inference.get("ratio_jax_over_torch"):
+        lines.append(f"inference best vdsr_jax ({inference['best']['vdsr_jax']['setting']}) / best torch "
+                     f"({inference['best']['torch']['setting']}): {inference['ratio_jax_over_torch']:.2f}")
+    for name, t in results["training"].items():
+        if t.get("steps"):
+            lines.append(f"training {name}: {t['steps']} steps × {t['batch']} ({t['precision']}), {t['schedule']}; "
+                         f"lr from step {t['lr_first_step']}; stage {t['stage_s']:.0f} s; loss {t['final_loss']:.4g}; "
+                         f"loop patches/s {t.get('loop_patches_per_s') or 0:.0f} (isolated step: "
+                         f"{t.get('isolated_step_patches_per_s') or 0:.0f})")
     for r in results["evaluation"]:
-        lines.append(f"{r['dataset']} ×{r['scale']}: VDSR {r['vdsr_psnr']:.2f} dB / {r['vdsr_ssim']:.4f}, bicubic "
+        lines.append(f"{r['config']} {r['dataset']} ×{r['scale']}: VDSR {r['vdsr_psnr']:.2f} dB / {r['vdsr_ssim']:.4f}, bicubic "
                      f"{r['bicubic_psnr']:.2f}; paper {r.get('paper_psnr')}, pytorch-vdsr {r.get('pytorch_vdsr_psnr')}")
     lines.append(f"goals: {results['goals']}")
     lines.append("stages: " + ", ".join(f"{k} {v['status']} {figure(v.get('seconds'), '.0f')} s"
@@ -208,24 +220,18 @@ def main(argv=None) -> int:
         return 1
 
     deadline = start + s["budget_s"]
-    train_until = deadline - s["eval_reserve_s"]
-    bench_limit = train_until - s["min_train_s"]
+    half_eval = s["eval_reserve_s"] / 2
+    bench_limit = deadline - s["eval_reserve_s"] - s["recipe_s"] - s["long_min_s"]
     timeline = {}
-    prep_env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # prep needs no accelerator
-    prep = Stage("prep", work, train_until, out, pack, env=prep_env)
-    try:
-        timeline["bench_jax"] = run_stage("bench_jax", s, work, min(time.time() + s["jax_bench_s"], bench_limit), out,
-                                          pack)
-        timeline["bench_torch"] = run_stage("bench_torch", s, work,
-                                            min(time.time() + s["torch_bench_s"], bench_limit), out, pack)
-        timeline["prep"] = prep.wait(max(1.0, train_until - time.time()))
-        timeline["train_run"] = (run_stage("train_run", s, work, train_until, out, pack)
-                                 if timeline["prep"]["status"] == "ok" else not_run("no training pairs (prep)"))
-        timeline["eval_run"] = (run_stage("eval_run", s, work, deadline, out, pack)
-                                if (out / "weights.npz").exists() else not_run("no weights.npz (train_run)"))
-    finally:
-        if prep.process.poll() is None:
-            prep.process.kill()
+    for stage, cap in (("bench_jax", "jax_bench_s"), ("bench_torch", "torch_bench_s"), ("bench_infer", "infer_s")):
+        timeline[stage] = run_stage(stage, s, work, min(time.time() + s[cap], bench_limit), out, pack)
+    for name in CONFIGS:
+        until = (min(time.time() + s["recipe_s"], deadline - s["eval_reserve_s"] - s["long_min_s"])
+                 if name == "x234" else min(time.time() + s["long_max_s"], deadline - half_eval))
+        timeline[f"train_{name}"] = run_stage("train_run", s, work, until, out, pack, name)
+        timeline[f"eval_{name}"] = (run_stage("eval_run", s, work, time.time() + half_eval, out, pack, name)
+                                    if timeline[f"train_{name}"]["status"] == "ok"
+                                    else not_run(f"no weights (train_{name} {timeline[f'train_{name}']['status']})"))
     results = assemble(s, work, timeline, start)
     write_json(out / "results.json", results)
     print(summary(results), flush=True)

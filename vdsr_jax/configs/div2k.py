@@ -19,4 +19,5 @@ def get_config():
     # readable: 80 × 5000 steps (25.6 M patches), lr ÷10 every 20.
     config.steps_per_epoch = 5000
     config.num_epochs = 80
+    config.optimizer.decay_every_epochs = 20
     return config

@@ -8,6 +8,7 @@ def get_config():
     config.model.use_bias = False
     config.model.zero_init_output = False
     config.batch_size = 128
+    config.steps_per_epoch = 0  # an epoch: one pass over the non-overlapping patches
     config.num_epochs = 50
     config.loss_scale = 1.0
     config.optimizer.decay_every_epochs = 10

@@ -1,5 +1,5 @@
-"""One entry point for images: a TFDS builder prepared (once) from a local folder, or scikit-image's
-bundled sample photos. tensorflow-datasets is imported (and the builders registered) only when a TFDS source
+"""One entry point for images: a TFDS builder prepared (once) from a local folder, the image files of a folder
+read as they are (`folder:PATH`), or scikit-image's bundled sample photos. tensorflow-datasets is imported (and the builders registered) only when a TFDS source
 is loaded."""
 import importlib.util
 import os
@@ -10,9 +10,11 @@ import jax
 import numpy as np
 
 from vdsr_jax.errors import DataError, MissingDependency
-from vdsr_jax.image_io import decode_image
+from vdsr_jax.image_io import decode_image, list_images, read_image
 
 SKIMAGE_PREFIX = "skimage:"
+FOLDER_PREFIX = "folder:"  # `folder:PATH`: the image files under PATH, read as they are (no TFDS)
+DIRECT_PREFIXES = (SKIMAGE_PREFIX, FOLDER_PREFIX)  # sources named by the spec alone (no builder, no manual_dir)
 # TFDS's div2k pairs LR with HR arrays; VDSR makes its own LR, so only `hr` is used.
 _FOREIGN_IMAGE_KEYS = {"div2k": "hr"}
 
@@ -89,6 +91,19 @@ def skimage_images(names: str) -> list[np.ndarray]:
     return images
 
 
+class _Files(Sequence):
+    """Image files read on access (`vdsr_jax.image_io.read_image`)."""
+
+    def __init__(self, paths: list[Path]):
+        self._paths = paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return read_image(self._paths[i])
+
+
 class ImageStore:
     """Random access to HR images (H×W×C uint8/uint16, `vdsr_jax.image_io` conventions) without holding
     them: `len(store)`, `store[i]` (decodes image i), `store.shape(i)`.
@@ -121,10 +136,16 @@ class ImageStore:
 
 def image_store(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets",
                 manual_dir: str | os.PathLike | None = None, split: str | None = None) -> ImageStore:
-    """The images of `spec` (`skimage:NAMES`, or a builder name prepared from `manual_dir`, see `load`),
-    read on demand. DataError for an unknown or unusable source."""
+    """The images of `spec` (`skimage:NAMES`; `folder:PATH`, the image files under PATH at any depth in
+    path order, e.g. 8-bit grey PNGs holding a training Y; or a builder name prepared from `manual_dir`, see
+    `load`), read on demand. DataError for an unknown or unusable source."""
     if spec.startswith(SKIMAGE_PREFIX):
         return ImageStore(images=skimage_images(spec[len(SKIMAGE_PREFIX):]))
+    if spec.startswith(FOLDER_PREFIX):
+        folder = Path(spec[len(FOLDER_PREFIX):]).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"{spec}: {folder} is not a folder")
+        return ImageStore(images=_Files(list_images([folder], recursive=True)))
     return ImageStore(source=load(spec, data_dir, manual_dir or None, split),
                       key=_FOREIGN_IMAGE_KEYS.get(spec.split("/")[0], "png"))
 
