@@ -38,9 +38,9 @@ TRAIN_FOLDERS = ("T91", "BSD200")  # the train291 builder's order
 EVAL_SETS = ("Set5", "Set14")
 SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 LIMIT_BYTES = 64 * 2**20  # what may travel in one device call: working tree + carried paths
-# DEVICE_WHEELS: ml_collections and tensorboardX are pure Python; imagecodecs is a cp312 manylinux wheel (see the
-# README's GPU run section for its size). Their own needs (absl-py, PyYAML, numpy, packaging, protobuf) are on
-# the device.
+# DEVICE_WHEELS: ml_collections and tensorboardX are pure Python; imagecodecs is a cp312 manylinux wheel (its size:
+# docs/accelerators.md, "The prepared GPU run"). Their own needs (absl-py, PyYAML, numpy, packaging, protobuf) are
+# on the device.
 PIP_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64")
 
