@@ -252,8 +252,9 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
                              config.checkpoint_every_steps) if config.time_budget_minutes else None)
     plan = kept or recipe
     planning = budget is not None and plan.total_steps - start > 2 * budgets.PROBE_CHECK_EVERY
-    # the steps before a budget's plan run at the base lr; the plan's schedule (a value in the state) after
-    decay_every = budgets.NO_DECAY if planning else plan.decay_every_steps
+    # the steps before a new budget's plan run at the base lr, the plan's schedule (a value in the state) after;
+    # a resumed run's kept plan holds from its first step
+    decay_every = budgets.NO_DECAY if planning and not kept else plan.decay_every_steps
     state = state.replace(opt_state=with_decay_every(state.opt_state, decay_every))
     stop_step = plan.total_steps
     lr_at = lambda step: learning_rate(step - 1, config.optimizer.learning_rate,  # noqa: E731 - of step 1, 2, …
