@@ -100,10 +100,10 @@ def write_upscale_input(directory: Path, side: int) -> Path:
     """A side×side RGB PNG, made here so that its making does not count in the upscale worker's memory."""
     import numpy as np
 
-    from vdsr_jax import image_io
+    from vdsr_jax import media
 
     y = test_image(side, side)
-    return image_io.write_image(directory / f"in{side}.png", np.round(np.stack([y, y[::-1], y[:, ::-1]], -1) * 255)
+    return media.write_image(directory / f"in{side}.png", np.round(np.stack([y, y[::-1], y[:, ::-1]], -1) * 255)
                            .astype(np.uint8))
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from benchmarks.gpu.common import DEVICE_WHEELS
 from vdsr_jax.color import luminance
-from vdsr_jax.image_io import read_image, write_image
+from vdsr_jax.media import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_FOLDERS = ("T91", "BSD200")  # the train291 builder's order

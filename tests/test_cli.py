@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_error_line
 
-from vdsr_jax import checkpoint, configs, image_io
+from vdsr_jax import checkpoint, configs, media
 from vdsr_jax.cli import report_errors
 from vdsr_jax.errors import DataError
 from vdsr_jax.model import VDSR
@@ -41,11 +41,11 @@ def save_tiny_checkpoint(where: Path) -> None:
 
 def test_upscale_from_another_directory(tmp_path):
     save_tiny_checkpoint(tmp_path / "ckpt")
-    image_io.write_image(tmp_path / "in.png", np.full((9, 7, 3), 100, np.uint8))
+    media.write_image(tmp_path / "in.png", np.full((9, 7, 3), 100, np.uint8))
     done = subprocess.run([script("vdsr-upscale"), "in.png", "--checkpoint", "ckpt", "--scale", "2", "-o", "out.png"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert image_io.read_image(tmp_path / "out.png").shape == (18, 14, 3)
+    assert media.read_image(tmp_path / "out.png").shape == (18, 14, 3)
 
 
 @pytest.mark.parametrize("value, expected", [

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vdsr_jax import data as datasets
 from vdsr_jax.errors import DataError
-from vdsr_jax.image_io import decode_image
+from vdsr_jax.media import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

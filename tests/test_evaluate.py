@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from conftest import BENCHMARKS, assert_one_error_line, require, run_cli
 
-from vdsr_jax import checkpoint, image_io
-from vdsr_jax.protocol import evaluate_image, evaluate_sets, load_folder
+from vdsr_jax import checkpoint, media
+from vdsr_jax.data import load_folder
 from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.protocol import evaluate_image, evaluate_sets
 from vdsr_jax.resize import imresize
 
 # Kim et al. / pytorch-vdsr, MATLAB protocol: (VDSR PSNR, bicubic PSNR) per scale on Set5.
@@ -38,7 +39,7 @@ def test_set5_command_reproduces_published_psnr(tmp_path, pretrained_checkpoint)
 def test_set14_bicubic_reproduces_the_papers_table_with_grey_images_as_their_own_y():
     set14 = require(BENCHMARKS / "Set14")
     images = load_folder(set14, SET14_BICUBIC)
-    assert image_io.read_image(set14 / "bridge.png").shape[-1] == 1
+    assert media.read_image(set14 / "bridge.png").shape[-1] == 1
     rows = evaluate_sets(lambda y: y, {"Set14": images}, list(SET14_BICUBIC), show_progress=False)
     for row in rows:
         psnr, ssim = SET14_BICUBIC[row["scale"]]
@@ -66,7 +67,7 @@ def test_a_grey_image_is_evaluated_as_its_own_luminance(dtype):
 def data(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "small").mkdir()
-    image_io.write_image(tmp_path / "small" / "tiny.png", np.zeros((16, 16, 3), np.uint8))  # too small for ×4
+    media.write_image(tmp_path / "small" / "tiny.png", np.zeros((16, 16, 3), np.uint8))  # too small for ×4
     return tmp_path
 
 

@@ -21,7 +21,7 @@ from benchmarks.gpu.common import DEVICE_ABSENT  # noqa: E402
 from vdsr_jax import pretrained  # noqa: E402
 from vdsr_jax.data.patches import prepare_pairs  # noqa: E402
 from vdsr_jax.data.sources import image_store  # noqa: E402
-from vdsr_jax.image_io import read_image  # noqa: E402
+from vdsr_jax.media import read_image  # noqa: E402
 
 
 def synthetic_shared(root: Path) -> Path:

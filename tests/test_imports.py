@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from conftest import assert_one_error_line, train_cli, without_modules
 
-from vdsr_jax.image_io import write_image
+from vdsr_jax.media import write_image
 
 OPTIONAL = ("tensorflow_datasets", "array_record", "av", "tensorboardX", "tensorflow", "torch")
 CORE = ("vdsr_jax.model", "vdsr_jax.train_step", "vdsr_jax.data.patches", "vdsr_jax.data.pool", "vdsr_jax.data",
         "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.metric_writer",
-        "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale", "vdsr_jax.video")
+        "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale", "vdsr_jax.media",
+        "vdsr_jax.media.video", "vdsr_jax.media.animation")
 
 
 def python(code: str, *blocked: str, cwd=None) -> subprocess.CompletedProcess:

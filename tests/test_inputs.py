@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_one_error_line, needs_torch, run_cli
 from PIL import Image
 
-from vdsr_jax import checkpoint, convert, evaluate, image_io, upscale
+from vdsr_jax import checkpoint, convert, evaluate, media, upscale
 from vdsr_jax import data as datasets
 from vdsr_jax.configs import demo
 from vdsr_jax.errors import ConfigError
@@ -52,13 +52,13 @@ def picture(height, width, channels=3, seed=0, dtype=np.uint8):
 
 
 def folder_of(path, images: dict):
-    """A folder holding {name: pixels} images (written with image_io) and {name: bytes} files."""
+    """A folder holding {name: pixels} images (written with vdsr_jax.media) and {name: bytes} files."""
     path.mkdir(parents=True, exist_ok=True)
     for name, content in images.items():
         if isinstance(content, bytes):
             (path / name).write_bytes(content)
         else:
-            image_io.write_image(path / name, content)
+            media.write_image(path / name, content)
     return path
 
 
@@ -232,7 +232,7 @@ def test_to_torch_evaluate_json_and_upscale_refuse_existing_outputs(tmp_path, ca
     np.testing.assert_array_equal(state["output.weight"].numpy(),
                                   np.transpose(np.asarray(tiny[1]["conv_2"]["kernel"]), (3, 2, 0, 1)))
     assert json.loads((tmp_path / "out.json").read_text())["results"][0]["images"] == 1
-    assert image_io.read_image(tmp_path / "out.png").shape == (16, 16, 3)
+    assert media.read_image(tmp_path / "out.png").shape == (16, 16, 3)
 
 
 # ---- d. transparency -------------------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def alpha_webp(path):
 def test_transparency_is_kept_as_alpha(tmp_path, capsys, tiny, name, make):
     source = tmp_path / name
     mode = make(source)
-    pixels = image_io.read_image(source)
+    pixels = media.read_image(source)
     with Image.open(source) as im:
         np.testing.assert_array_equal(pixels, np.asarray(im.convert(mode)).reshape(32, 32, len(mode)))
     alpha = np.full((32, 32), 255)
@@ -284,7 +284,7 @@ def test_transparency_is_kept_as_alpha(tmp_path, capsys, tiny, name, make):
     np.testing.assert_array_equal(pixels[..., -1], alpha)  # derived from how the file was made
     assert upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
                          str(tmp_path / "out.png")]) == 0
-    out = image_io.read_image(tmp_path / "out.png")
+    out = media.read_image(tmp_path / "out.png")
     assert out.shape == (64, 64, len(mode))
     assert out[24:40, 24:40, -1].max() <= 1  # inside the square, beyond bicubic's reach of its edges
     assert out[:8, :, -1].min() >= 254 and out[56:, :, -1].min() >= 254
@@ -307,7 +307,7 @@ def no_inference(monkeypatch):
 ])
 def test_unwritable_output_is_refused_before_inference(tmp_path, capsys, tiny, no_inference, pixels, scale,
                                                        output, fragments):
-    source = image_io.write_image(tmp_path / ("in.webp" if pixels.shape[-1] == 3 else "in.png"), pixels)
+    source = media.write_image(tmp_path / ("in.webp" if pixels.shape[-1] == 3 else "in.png"), pixels)
     one_error_line(capsys, upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", str(scale), "-o",
                                          str(tmp_path / output)]), output, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
@@ -344,7 +344,7 @@ def test_metrics_jsonl_is_strict_json_and_the_plot_survives_resume(tmp_path):
     resumed = MetricWriter(tmp_path, resume_step=20)
     assert resumed.history[1]["psnr/set"] == float("inf")
     resumed.write(30, {"loss": 0.125, "psnr/set": 31.0})
-    assert image_io.read_image(resumed.plot()).shape[-1] in (3, 4)
+    assert media.read_image(resumed.plot()).shape[-1] in (3, 4)
     resumed.close()
     assert [strict_json(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [10, 20, 30]
 
@@ -357,8 +357,8 @@ APPLEDOUBLE = struct.pack(">IIl16sH", 0x00051607, 0x00020000, 0, b"Mac OS X     
 def test_hidden_and_appledouble_files_are_skipped_everywhere(tmp_path, capsys, tiny):
     folder = folder_of(tmp_path / "photos", {"photo.png": picture(32, 32)})
     (folder / "._photo.png").write_bytes(APPLEDOUBLE)
-    image_io.write_image(folder / ".hidden.png", picture(4, 4))  # too small to evaluate: would fail if read
-    assert image_io.list_images([folder]) == [folder / "photo.png"]
+    media.write_image(folder / ".hidden.png", picture(4, 4))  # too small to evaluate: would fail if read
+    assert media.list_images([folder]) == [folder / "photo.png"]
 
     assert evaluate.main(["--checkpoint", str(tiny[0]), "--data-dir", str(folder), "--scales", "2",
                           "--json", str(tmp_path / "r.json")]) == 0
@@ -403,8 +403,8 @@ def test_multi_frame_images_keep_their_frames_in_upscale_and_are_refused_by_eval
     assert upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(tmp_path / "out")]) == 0
     (written,) = (tmp_path / "out").iterdir()
     with Image.open(written) as im:
-        assert (im.n_frames, im.size) == (3, (48, 48))  # never cut to one frame (vdsr_jax.video)
-    # evaluation stays single-frame; GIF is not among the listed suffixes (image_io.IMAGE_SUFFIXES)
+        assert (im.n_frames, im.size) == (3, (48, 48))  # never cut to one frame (vdsr_jax.media)
+    # evaluation stays single-frame; GIF is not among the listed suffixes (media.IMAGE_SUFFIXES)
     fragments = ["holds no image files"] if name.endswith(".gif") else [name, "only single-frame images"]
     one_error_line(capsys, evaluate.main(["--checkpoint", str(tiny[0]), "--data-dir", str(tmp_path / "in"),
                                           "--scales", "2", "--json", str(tmp_path / "r.json")]), *fragments)
@@ -433,9 +433,9 @@ def png_grey16(pixels: np.ndarray) -> bytes:
 def test_grey_16_bit_and_grey_alpha_stay_grey(tmp_path, tiny):
     grey16 = picture(12, 10, 1, dtype=np.uint16)[..., 0]
     (tmp_path / "g16.png").write_bytes(png_grey16(grey16))
-    np.testing.assert_array_equal(image_io.read_image(tmp_path / "g16.png")[..., 0], grey16)
+    np.testing.assert_array_equal(media.read_image(tmp_path / "g16.png")[..., 0], grey16)
     Image.fromarray(picture(12, 10, 2), "LA").save(tmp_path / "la.png")
     assert upscale.main([str(tmp_path / "g16.png"), str(tmp_path / "la.png"), "--checkpoint", str(tiny[0]),
                          "--scale", "2", "-o", str(tmp_path / "o")]) == 0
-    g16, la = (image_io.read_image(tmp_path / "o" / n) for n in ("g16_x2.png", "la_x2.png"))
+    g16, la = (media.read_image(tmp_path / "o" / n) for n in ("g16_x2.png", "la_x2.png"))
     assert (g16.shape, g16.dtype, la.shape, la.dtype) == ((24, 20, 1), np.uint16, (24, 20, 2), np.uint8)

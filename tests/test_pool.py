@@ -107,7 +107,7 @@ def test_a_pool_that_cannot_hold_a_batch_is_refused(overrides, words):
 
 def write_div2k_stand_in(root, count=5):
     """DIV2K's layout with small random PNGs, and one damaged file in the middle of the train folder."""
-    from vdsr_jax.image_io import write_image
+    from vdsr_jax.media import write_image
 
     rng = np.random.default_rng(0)
     for folder, names in (("DIV2K_train_HR", range(1, count + 1)), ("DIV2K_valid_HR", [801])):

@@ -164,7 +164,8 @@ def test_bundled_weights_reproduce_their_set5_figures():
         pytest.skip(f"no bundled weights ship yet ({pretrained.DEFAULT_PATH.name} is made by the GPU run, "
                     "benchmarks/gpu_run.sh)")
     from vdsr_jax.inference import TiledVDSR
-    from vdsr_jax.protocol import evaluate_images, load_folder
+    from vdsr_jax.data import load_folder
+    from vdsr_jax.protocol import evaluate_images
 
     meta = pretrained.pretrained_info()
     rows = [r for r in meta["provenance"]["evaluation"] if r["dataset"] == "Set5"]
@@ -182,7 +183,7 @@ def test_cli_without_checkpoint_or_with_npz(tmp_path):
     run on the bundled file); with an exported .npz as --checkpoint both work."""
     from conftest import assert_one_error_line, run_cli
 
-    from vdsr_jax.image_io import read_image, write_image
+    from vdsr_jax.media import read_image, write_image
 
     rng = np.random.default_rng(2)
     (tmp_path / "set").mkdir()

@@ -14,7 +14,7 @@ import tifffile
 from conftest import assert_one_error_line, run_cli
 from PIL import Image, ImageOps, PngImagePlugin
 
-from vdsr_jax import checkpoint, image_io, upscale
+from vdsr_jax import checkpoint, media, upscale
 from vdsr_jax.color import rgb2ycbcr, ycbcr2rgb
 from vdsr_jax.resize import imresize
 from vdsr_jax.model import VDSR
@@ -55,7 +55,7 @@ def expected_upscale(pixels, scale, params):
 
 
 def save(path, pixels):
-    image_io.write_image(path, pixels)
+    media.write_image(path, pixels)
     return path
 
 
@@ -74,10 +74,10 @@ def save(path, pixels):
 def test_output_equals_whole_image_vdsr(tmp_path, tiny, name, channels, dtype, scale, output):
     folder, params = tiny
     source = save(tmp_path / name, picture(37, 29, channels, dtype))
-    pixels = image_io.read_image(source)  # WebP is lossy: compare with what was stored
+    pixels = media.read_image(source)  # WebP is lossy: compare with what was stored
     assert upscale.main([str(source), "--checkpoint", str(folder), "--scale", str(scale), "-o",
                          str(tmp_path / output), "--tile", "16"]) == 0  # 16-pixel tiles: many of them
-    out = image_io.read_image(tmp_path / output)
+    out = media.read_image(tmp_path / output)
     assert out.dtype == dtype
     assert out.shape == (math.ceil(scale * 37), math.ceil(scale * 29), pixels.shape[-1])
     assert np.abs(out - expected_upscale(pixels, scale, params)).max() <= 1
@@ -131,7 +131,7 @@ def test_exif_orientation_as_pillow(tmp_path, orientation, where):
     tiff:Orientation, ImageMagick's "Raw profile type exif" text."""
     pixels = picture(6, 11, 3)
     exif = Image.Exif()
-    exif[image_io.EXIF_ORIENTATION] = orientation
+    exif[media.EXIF_ORIENTATION] = orientation
     if where.startswith("eXIf"):
         Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)
     else:
@@ -151,13 +151,13 @@ def test_exif_orientation_as_pillow(tmp_path, orientation, where):
         chunks.insert(len(chunks) - 1, exif_chunk)  # just before IEND
         (tmp_path / "o.png").write_bytes(data[:8] + b"".join(chunks))
     expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
-    np.testing.assert_array_equal(image_io.read_image(tmp_path / "o.png"), expected)
+    np.testing.assert_array_equal(media.read_image(tmp_path / "o.png"), expected)
 
 
 def test_exif_rotated_jpeg_is_upscaled_upright(tmp_path, tiny):
     folder, _ = tiny
     exif = Image.Exif()
-    exif[image_io.EXIF_ORIENTATION] = 6  # stored 30 wide, 20 high; shown rotated: 20 wide, 30 high
+    exif[media.EXIF_ORIENTATION] = 6  # stored 30 wide, 20 high; shown rotated: 20 wide, 30 high
     Image.fromarray(picture(20, 30, 3)).save(tmp_path / "r.jpg", exif=exif)
     assert upscale.main([str(tmp_path / "r.jpg"), "--checkpoint", str(folder), "--scale", "2",
                          "-o", str(tmp_path / "r2.png")]) == 0
@@ -167,7 +167,7 @@ def test_exif_rotated_jpeg_is_upscaled_upright(tmp_path, tiny):
 def test_16bit_png_with_sub_filter_is_read_exactly(tmp_path):
     """PNG filters work per pixel (6 bytes in 16-bit RGB): a decoder with the wrong width garbles these rows."""
     pixels = picture(5, 7, 3, np.uint16)
-    png = bytearray(image_io.encode_image(pixels, "PNG"))
+    png = bytearray(media.encode_image(pixels, "PNG"))
     raw = pixels.astype(">u2").reshape(5, -1).view(np.uint8).astype(int)
     sub = np.concatenate([raw[:, :6], raw[:, 6:] - raw[:, :-6]], axis=1) % 256
     rows = np.concatenate([np.ones((5, 1), int), sub], axis=1).astype(np.uint8)
@@ -177,8 +177,8 @@ def test_16bit_png_with_sub_filter_is_read_exactly(tmp_path):
     png[start:start + 12 + length] = struct.pack(">I", len(data)) + b"IDAT" + data + struct.pack(
         ">I", zlib.crc32(b"IDAT" + data))
     (tmp_path / "sub.png").write_bytes(bytes(png))
-    np.testing.assert_array_equal(image_io.read_image(tmp_path / "sub.png"), pixels)
-    np.testing.assert_array_equal(image_io.read_image(save(tmp_path / "t.tif", pixels)), tifffile.imread(tmp_path / "t.tif"))
+    np.testing.assert_array_equal(media.read_image(tmp_path / "sub.png"), pixels)
+    np.testing.assert_array_equal(media.read_image(save(tmp_path / "t.tif", pixels)), tifffile.imread(tmp_path / "t.tif"))
 
 
 # ---- bad input: one line, non-zero exit, no traceback, no partial file ------------------------------------

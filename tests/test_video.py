@@ -12,10 +12,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from vdsr_jax import checkpoint, upscale, video
+from vdsr_jax import checkpoint, media, upscale
 from vdsr_jax.data import load_images
-from vdsr_jax.image_io import decode_image
 from vdsr_jax.inference import TiledVDSR, upscale_image
+from vdsr_jax.media import decode_image
+from vdsr_jax.media.video import VideoReader
 from vdsr_jax.model import VDSR
 
 TINY = VDSR(depth=3, features=8)
@@ -76,7 +77,7 @@ def write_clip(path, count=6, rate=25, fmt=None, codec="libx264rgb", pix_fmt="rg
 
 def decoded(path):
     """(frames as arrays, summary) of a video or animation as vdsr_jax reads it."""
-    return [pixels for _, pixels in video.iter_frames(path)], video.frame_summary(path)
+    return [pixels for _, pixels in media.iter_frames(path)], media.frame_summary(path)
 
 
 def streams(path):
@@ -140,7 +141,7 @@ def test_animated_gif_keeps_durations_and_loop(tmp_path, tiny):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=[50, 120, 70, 200],
                    loop=3)
     assert run(tiny, tmp_path / "anim.gif", tmp_path / "big.gif") == 0
-    summary = video.frame_summary(tmp_path / "big.gif")
+    summary = media.frame_summary(tmp_path / "big.gif")
     assert summary["count"] == 4 and summary["durations"] == [50, 120, 70, 200] and summary["loop"] == 3
     assert summary["size"] == (64, 48)
 
@@ -202,8 +203,8 @@ def test_animation_frames_reach_the_disk_as_they_come(tmp_path, tiny, suffix):
             written.append(sum(p.stat().st_size for p in tmp_path.glob(".*")))
 
     net = TiledVDSR(TINY, tiny[1], tile=128)
-    assert video.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
-                                    progress=Progress()) == 16
+    assert upscale.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
+                                      progress=Progress()) == 16
     assert written[3] < written[15], written
 
 
@@ -283,7 +284,7 @@ def test_bad_video_is_one_line(tmp_path, tiny, capsys, make, name, fragment):
 ])
 def test_interrupted_run_leaves_nothing(tmp_path, tiny, capsys, monkeypatch, failure, status, fragment):
     source = write_clip(tmp_path / "clip.mp4", count=8)
-    frames = video.VideoReader.frames
+    frames = VideoReader.frames
 
     def failing(self, on_audio=None):
         for frame in frames(self, on_audio):
@@ -291,7 +292,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, tiny, capsys, monkeypatch, fai
             if self.decoded == 4:  # decoding frame 5 fails
                 raise failure()
 
-    monkeypatch.setattr(video.VideoReader, "frames", failing)
+    monkeypatch.setattr(VideoReader, "frames", failing)
     assert run(tiny, source, tmp_path / "out.mp4", "--batch", "4") == status
     lines = error_lines(capsys)
     assert len(lines) == 1 and fragment in lines[0] and "nothing written" in lines[0], lines

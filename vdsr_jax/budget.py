@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from vdsr_jax.image_io import atomic_output
+from vdsr_jax.media import atomic_output
 
 PLAN_FILE = "plan.json"
 PROBE_SECONDS = 2.0  # the step time is measured over at least this long (after the compiled first step)

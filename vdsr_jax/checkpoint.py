@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict
 
 from vdsr_jax.errors import CheckpointError
-from vdsr_jax.image_io import refuse_existing
+from vdsr_jax.media import refuse_existing
 from vdsr_jax.model import VDSR, create_model, model_spec
 
 PARAMS = "params"

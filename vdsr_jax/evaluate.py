@@ -14,16 +14,18 @@ printed as `inf` and written to JSON as the string "inf" (JSON has no infinity).
 Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
 ships none says so in one line.
 """
-import json
+import math
 import sys
 from pathlib import Path
 
+from vdsr_jax import strict_json
 from vdsr_jax.cli import ArgumentParser, report_errors
+from vdsr_jax.data import load_folder
 from vdsr_jax.errors import UserError
-from vdsr_jax.image_io import atomic_output, refuse_existing
 from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.media import atomic_output, refuse_existing
 from vdsr_jax.pretrained import load_any
-from vdsr_jax.protocol import evaluate_sets, json_safe, load_folder, markdown_table
+from vdsr_jax.protocol import evaluate_sets
 from vdsr_jax.resize import MAX_SCALE
 
 
@@ -37,6 +39,25 @@ def parse_scales(text: str) -> list[int]:
     if bad:
         raise UserError(f"--scales must lie from 2 to {MAX_SCALE}, got {bad[0]}")
     return list(dict.fromkeys(scales))
+
+
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows of `evaluate_sets` as a Markdown table (PSNR in dB to 0.01, SSIM to 1e-4, seconds)."""
+    lines = [
+        "| dataset | scale | images | bicubic PSNR | bicubic SSIM | VDSR PSNR | VDSR SSIM | seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | ×{r['scale']} | {r['images']} | {_number(r['bicubic_psnr'], 2)}"
+            f" | {_number(r['bicubic_ssim'], 4)} | {_number(r['vdsr_psnr'], 2)} | {_number(r['vdsr_ssim'], 4)}"
+            f" | {r['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 @report_errors
@@ -60,9 +81,9 @@ def main(argv=None) -> int:
     model, params = load_any(args.checkpoint)
     rows = evaluate_sets(TiledVDSR(model, params), sets, scales)
     if args.json is not None:
-        document = json_safe({"checkpoint": str(args.checkpoint) if args.checkpoint else "bundled", "results": rows})
+        document = {"checkpoint": str(args.checkpoint) if args.checkpoint else "bundled", "results": rows}
         with atomic_output(args.json) as tmp:
-            tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+            tmp.write_text(strict_json.dumps(document, indent=2) + "\n")
     print(markdown_table(rows))
     return 0
 

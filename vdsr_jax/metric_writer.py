@@ -7,8 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from vdsr_jax.image_io import atomic_output
-from vdsr_jax.protocol import json_safe
+from vdsr_jax import strict_json
+from vdsr_jax.media import atomic_output
 
 
 class MetricWriter:
@@ -91,4 +91,4 @@ def _tensorboard(folder: Path, resume_step: int):
 
 
 def _line(record: dict) -> str:
-    return json.dumps(json_safe(record), allow_nan=False) + "\n"
+    return strict_json.dumps(record) + "\n"

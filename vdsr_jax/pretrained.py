@@ -24,7 +24,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from vdsr_jax.checkpoint import model_from_spec, validate_params
 from vdsr_jax.errors import CheckpointError
-from vdsr_jax.image_io import atomic_output
+from vdsr_jax.media import atomic_output
 from vdsr_jax.model import model_spec
 
 FORMAT = "vdsr_jax.pretrained/1"

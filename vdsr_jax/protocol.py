@@ -7,17 +7,13 @@ the upscaled Y (output clipped to [0, 1]); PSNR (peak 255) and SSIM of Wang et a
 pixels shaved from each border (`vdsr_jax.metrics`); means over the images. Used alike by `train` (periodic
 evaluation) and by the `evaluate` command.
 """
-import math
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from vdsr_jax.color import luminance
-from vdsr_jax.errors import DataError
-from vdsr_jax.image_io import list_images, read_image
 from vdsr_jax.metrics import SSIM_WINDOW, psnr, ssim
 from vdsr_jax.resize import bicubic_degradation
 
@@ -81,53 +77,3 @@ def evaluate_sets(apply_fn: ApplyFn, sets: Mapping[str, list], scales, show_prog
     with tqdm(total=total, desc="evaluate", unit="image", disable=None if show_progress else True) as bar:
         return [{"dataset": name, **evaluate_images(apply_fn, images, scale, bar)}
                 for name, images in sets.items() for scale in scales]
-
-
-def load_folder(directory, scales) -> list[np.ndarray]:
-    """The HR images of a benchmark folder (`vdsr_jax.image_io.list_images` rule). DataError if the folder
-    is missing or an image is too small for one of `scales`; ImageError for a file that cannot be read."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"data folder {directory} does not exist" if not directory.exists()
-                        else f"{directory} is a file, not a folder of images")
-    images = []
-    for path in list_images([directory]):
-        pixels = read_image(path)
-        for scale in scales:
-            try:
-                check_size(pixels.shape, scale)
-            except ValueError as e:
-                raise DataError(f"{path}: {e}") from None
-        images.append(pixels)
-    return images
-
-
-def json_safe(value):
-    """`value` (nested dicts, lists, numbers) with every non-finite float as the string 'inf', '-inf' or
-    'nan', so that it is valid RFC 8259 JSON, which has no infinities."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def _number(value: float, digits: int) -> str:
-    return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The rows of `evaluate_sets` as a Markdown table (PSNR in dB to 0.01, SSIM to 1e-4, seconds)."""
-    lines = [
-        "| dataset | scale | images | bicubic PSNR | bicubic SSIM | VDSR PSNR | VDSR SSIM | seconds |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | ×{r['scale']} | {r['images']} | {_number(r['bicubic_psnr'], 2)}"
-            f" | {_number(r['bicubic_ssim'], 4)} | {_number(r['vdsr_psnr'], 2)} | {_number(r['vdsr_ssim'], 4)}"
-            f" | {r['seconds']:.1f} |"
-        )
-    return "\n".join(lines)

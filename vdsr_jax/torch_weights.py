@@ -15,7 +15,7 @@ import numpy as np
 
 from vdsr_jax.checkpoint import load_model, save_model, validate_params
 from vdsr_jax.errors import CheckpointError, ConversionError
-from vdsr_jax.image_io import atomic_output, refuse_existing
+from vdsr_jax.media import atomic_output, refuse_existing
 from vdsr_jax.model import VDSR, create_model
 
 

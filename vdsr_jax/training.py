@@ -20,8 +20,8 @@ from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches, pool
 from vdsr_jax.data.sources import DIRECT_PREFIXES, FOLDER_PREFIX, image_store, read_shapes
 from vdsr_jax.errors import ConfigError, TrainingDiverged
-from vdsr_jax.image_io import atomic_output, write_image
 from vdsr_jax.inference import TiledVDSR
+from vdsr_jax.media import atomic_output, write_image
 from vdsr_jax.metric_writer import MetricWriter
 from vdsr_jax.model import VDSR, create_model
 from vdsr_jax.optim import learning_rate, make_optimizer, with_decay_every

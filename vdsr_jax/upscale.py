@@ -11,7 +11,7 @@ input's format. `--compare` writes `<output name>_compare.png` beside each outpu
 (still images only).
 
 Videos (.mp4, .mkv, .avi, .mov, .webm) and images of several frames (animated GIF, WebP and PNG, multi-page
-TIFF) are upscaled frame by frame as a stream (see vdsr_jax.video): frame count, each frame's timing, the
+TIFF) are upscaled frame by frame as a stream (see vdsr_jax.media): frame count, each frame's timing, the
 loop count and the audio streams (copied, not re-encoded) are kept. Video output is H.264 (libx264,
 yuv420p) at --crf 18 (VP9 at --crf 31 for .webm); --lossless writes frames exactly (H.264 RGB qp 0, VP9
 lossless for .webm; lossless WebP). --batch windows go to the device per call. An interrupted run leaves no
@@ -38,12 +38,12 @@ from tqdm import tqdm
 
 from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.errors import ImageError, UserError
-from vdsr_jax.image_io import IMAGE_SUFFIXES, check_encodable, list_images, read_image, refuse_existing, write_image
-from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_image
+from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
+from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_encodable,
+                            is_frame_file, list_images, read_image, refuse_existing, transcode, write_image)
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
-from vdsr_jax.video import ANIMATION_SUFFIXES, FRAME_SUFFIXES, VIDEO_SUFFIXES, is_frame_file, upscale_frame_file
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + FRAME_SUFFIXES
 OUTPUT_SUFFIXES = tuple(dict.fromkeys(IMAGE_SUFFIXES + ANIMATION_SUFFIXES + VIDEO_SUFFIXES))
@@ -96,6 +96,16 @@ def output_paths(inputs: list[str], files: list[Path], output: Path, scale: floa
 
 def compare_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_compare.png")
+
+
+def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | None = None,
+                       lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None) -> int:
+    """Upscale every frame of a video or multi-frame image `source` into `target` as a stream
+    (`vdsr_jax.media.transcode`, `inference.upscale_frames`: `batch` tile windows per device call); returns the
+    number of frames. Timing, loop count and audio are kept; `crf`, `lossless` and the errors as `transcode`
+    has them. Nothing is left at `target` unless every frame was written."""
+    return transcode(source, target, lambda height, width: BicubicWindows(height, width, scale).out_shape,
+                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress)
 
 
 def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compare: bool, tiles_bar,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 # vdsr_jax's dependencies that the device image lacks (KINDS.md's package list), by import name. The pack carries
 # the first as cp312 wheels (benchmarks/pack_device_data.py) because the run imports them: ml_collections for
-# vdsr_jax.configs, tensorboardX for the training's TensorBoard logs, imagecodecs for vdsr_jax.image_io (PNG).
+# vdsr_jax.configs, tensorboardX for the training's TensorBoard logs, imagecodecs for vdsr_jax.media (PNG).
 # The run never imports the others (it reads the pack itself, without TFDS, and no video); tests/test_gpu_run.py
 # runs it with them unimportable.
 DEVICE_WHEELS = ("ml_collections", "tensorboardX", "imagecodecs")
@@ -184,7 +184,7 @@ def measure_in_budget(stage: str, result: dict, setting: str, batch: int, need_s
 
 def write_json(path, data) -> None:
     """Atomic: a stage killed while writing leaves the previous version."""
-    from vdsr_jax.image_io import atomic_output
+    from vdsr_jax.media import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")

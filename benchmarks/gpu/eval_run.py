@@ -1,5 +1,5 @@
 """Stage (d): the weights of `--config` (OUT/weights.npz for x234, see `train_run.weights_name`) on the packed Set5/Set14 at ×2/×3/×4 under the MATLAB protocol, with the
-vdsr_jax functions `vdsr-evaluate` uses (`protocol.load_folder`, `protocol.evaluate_sets`), float32 at matmul precision 'highest'
+vdsr_jax functions `vdsr-evaluate` uses (`data.load_folder`, `protocol.evaluate_sets`), float32 at matmul precision 'highest'
 so the GPU's figures are the CPU's; the table is written into the weights' provenance (`evaluation`) and
 into WORK/eval_<config>.json."""
 import time
@@ -11,8 +11,9 @@ def main(argv=None) -> int:
     import jax
 
     from vdsr_jax import pretrained
-    from vdsr_jax.protocol import evaluate_sets, load_folder
+    from vdsr_jax.data import load_folder
     from vdsr_jax.inference import TiledVDSR
+    from vdsr_jax.protocol import evaluate_sets
 
     from benchmarks.gpu.train_run import weights_name
 

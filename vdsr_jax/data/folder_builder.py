@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vdsr_jax.errors import DataError, ImageError
-from vdsr_jax.image_io import IMAGE_SUFFIXES, encode_image, list_images, read_image
+from vdsr_jax.media import IMAGE_SUFFIXES, encode_image, list_images, read_image
 
 
 def _tf_free_spill() -> None:
@@ -62,8 +62,8 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             features=tfds.features.FeaturesDict({
                 # PNG bytes rather than tfds.features.Image: that feature fixes the channel count and 8 bits
                 "png": tfds.features.Tensor(shape=(), dtype=np.object_, doc=(
-                    "Lossless PNG of the pixels vdsr_jax.image_io.read_image gives (1-4 channels, 8 or 16 bits, "
-                    "upright); decode with vdsr_jax.image_io.decode_image.")),
+                    "Lossless PNG of the pixels vdsr_jax.media.read_image gives (1-4 channels, 8 or 16 bits, "
+                    "upright); decode with vdsr_jax.media.decode_image.")),
                 "name": tfds.features.Text(doc="File name without extension."),
             }),
             disable_shuffling=True,
@@ -79,7 +79,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return {self.SPLIT: self._generate_examples(root, files)}
 
     def _images(self, root, sub: str, count: int | None) -> list[Path]:
-        """The images of `root/sub` (image_io.list_images rule); DataError if missing or off-count."""
+        """The images of `root/sub` (media.list_images rule); DataError if missing or off-count."""
         folder = Path(root) / sub if sub else Path(root)
         if not folder.is_dir():
             present = sorted(p.name for p in Path(root).iterdir() if p.is_dir())

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 
 from vdsr_jax.errors import DataError, MissingDependency
-from vdsr_jax.image_io import decode_image, list_images, read_image
+from vdsr_jax.media import decode_image, list_images, read_image
+from vdsr_jax.protocol import check_size
 
 SKIMAGE_PREFIX = "skimage:"
 FOLDER_PREFIX = "folder:"  # `folder:PATH`: the image files under PATH, read as they are (no TFDS)
@@ -92,7 +93,7 @@ def skimage_images(names: str) -> list[np.ndarray]:
 
 
 class _Files(Sequence):
-    """Image files read on access (`vdsr_jax.image_io.read_image`)."""
+    """Image files read on access (`vdsr_jax.media.read_image`)."""
 
     def __init__(self, paths: list[Path]):
         self._paths = paths
@@ -105,7 +106,7 @@ class _Files(Sequence):
 
 
 class ImageStore:
-    """Random access to HR images (H×W×C uint8/uint16, `vdsr_jax.image_io` conventions) without holding
+    """Random access to HR images (H×W×C uint8/uint16, `vdsr_jax.media.images` conventions) without holding
     them: `len(store)`, `store[i]` (decodes image i), `store.shape(i)`.
 
     Backed by a list of arrays or by a TFDS data source (`load`), whose examples hold a PNG (the folder
@@ -150,6 +151,26 @@ def image_store(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets"
                       key=_FOREIGN_IMAGE_KEYS.get(spec.split("/")[0], "png"))
 
 
+def load_folder(directory, scales) -> list[np.ndarray]:
+    """The HR images of an evaluation folder (`vdsr_jax.media.list_images` rule), all read up front, as
+    H×W×C uint8/uint16 arrays. DataError if the folder is missing or an image is too small to evaluate at one
+    of `scales` (`protocol.check_size`); ImageError for a file that cannot be read."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"data folder {directory} does not exist" if not directory.exists()
+                        else f"{directory} is a file, not a folder of images")
+    images = []
+    for path in list_images([directory]):
+        pixels = read_image(path)
+        for scale in scales:
+            try:
+                check_size(pixels.shape, scale)
+            except ValueError as e:
+                raise DataError(f"{path}: {e}") from None
+        images.append(pixels)
+    return images
+
+
 def read_shapes(store: ImageStore) -> np.ndarray:
     """(N, 2) int64 image shapes (H, W); with several processes each reads its share of them
     (i ≡ `jax.process_index()` mod `jax.process_count()`) and the shares are exchanged."""
@@ -166,7 +187,7 @@ def read_shapes(store: ImageStore) -> np.ndarray:
 
 def load_images(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets",
                 manual_dir: str | os.PathLike | None = None, split: str | None = None) -> list[np.ndarray]:
-    """All images of `spec` as H×W×C uint8/uint16 arrays (`vdsr_jax.image_io` conventions), in order
+    """All images of `spec` as H×W×C uint8/uint16 arrays (`vdsr_jax.media.images` conventions), in order
     (`image_store` read whole). DataError for an unknown or unusable source.
     """
     store = image_store(spec, data_dir, manual_dir, split)

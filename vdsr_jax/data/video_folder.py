@@ -18,8 +18,7 @@ import tensorflow_datasets as tfds
 
 from vdsr_jax.data.folder_builder import FolderBuilder
 from vdsr_jax.errors import DataError
-from vdsr_jax.image_io import encode_image
-from vdsr_jax.video import VIDEO_SUFFIXES, iter_frames
+from vdsr_jax.media import VIDEO_SUFFIXES, encode_image, iter_frames
 
 DEFAULT_FRAME_STEP = 10
 

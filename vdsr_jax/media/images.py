@@ -1,4 +1,4 @@
-"""Image files: the one place that lists folders, decodes, encodes and writes images.
+"""Still image files: the one place that lists folders, decodes, encodes and writes images.
 
 Pixels are H×W×C numpy arrays of uint8 or uint16 samples, C = 1 (grey), 2 (grey + alpha), 3 (RGB) or
 4 (RGBA), upright (EXIF orientation applied), with transparency kept however the file carries it (an

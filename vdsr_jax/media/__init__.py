@@ -1,0 +1,18 @@
+"""Image, animation and video files: everything the package reads from or writes to disk as pictures.
+
+`images`: still images (listing folders, decoding, encoding, atomic writes, the policy for outputs that
+exist). Frame files, read and written one frame at a time behind one interface (`frames.FrameReader`,
+`frames.FrameWriter`): `video` (PyAV: timing kept, audio copied) and `animation` (animated GIF, WebP and PNG,
+multi-page TIFF); `frame_files` picks the reader and writer for a path and streams a file through
+(`transcode`). PyAV is imported only when a video is read or written, or a GIF or APNG written.
+"""
+
+from vdsr_jax.media.frame_files import frame_summary, is_frame_file, iter_frames, open_frames, transcode
+from vdsr_jax.media.frames import ANIMATION_SUFFIXES, FRAME_SUFFIXES, VIDEO_SUFFIXES, Frame, FrameReader, FrameWriter
+from vdsr_jax.media.images import (EXIF_ORIENTATION, IMAGE_SUFFIXES, atomic_output, check_encodable,
+                                   decode_image, encode_image, list_images, read_image, refuse_existing, write_image)
+
+__all__ = ["ANIMATION_SUFFIXES", "EXIF_ORIENTATION", "FRAME_SUFFIXES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES",
+           "Frame", "FrameReader", "FrameWriter", "atomic_output", "check_encodable", "decode_image",
+           "encode_image", "frame_summary", "is_frame_file", "iter_frames", "list_images", "open_frames",
+           "read_image", "refuse_existing", "transcode", "write_image"]

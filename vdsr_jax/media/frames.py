@@ -1,0 +1,98 @@
+"""The interface of frame files (videos and multi-frame images): a `FrameReader` gives `Frame`s one at a time,
+with their timing, and the audio streams to copy; a `FrameWriter` takes the processed frames. Every reader and
+writer in `vdsr_jax.media` implements one of the two, and callers use only the members declared here: what a
+writer can do beyond writing frames is a declared capability with a default, not an attribute to probe for.
+"""
+import abc
+from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+ANIMATION_SUFFIXES = (".gif", ".webp", ".png", ".apng", ".tif", ".tiff")  # frame files when of several frames
+FRAME_SUFFIXES = VIDEO_SUFFIXES + (".gif", ".apng")  # listed in folders by `upscale` beside still images
+
+
+class Frame(NamedTuple):
+    """One decoded frame: H×W×C pixels and its timing (`pts` in the reader's `time_base`, or `duration` in
+    milliseconds for animations; None where the file has none)."""
+
+    pixels: np.ndarray
+    pts: int | None = None
+    duration: int | None = None
+
+
+class FrameReader(abc.ABC):
+    """The frames of one file, decoded one at a time; `with reader:` closes it. Set by every reader:
+
+    kind: "video" (written only as a video) or "animation" (a multi-frame image).
+    path: the file.
+    height, width, channels: the frame size, and 1 to 4 channels (videos: 1 for grey pixel formats, else 3).
+    grey: whether the frames are grey (1 channel, or grey + alpha).
+    count: the number of frames the file declares; None where it declares none.
+    rate: frames per second (a video's average or guessed rate); None for animations, whose frames carry
+        durations.
+    time_base: the unit of `Frame.pts`, in seconds (1/1000 for animations).
+    loop: how often an animation plays (0: forever); None where the file says nothing (videos).
+    audio: the audio streams (PyAV streams) whose packets `frames(on_audio)` passes on; empty for animations.
+    decoded: how many frames have been decoded so far (for messages).
+    """
+
+    kind: str
+    path: Path
+    height: int
+    width: int
+    channels: int
+    grey: bool
+    count: int | None
+    rate: Fraction | None
+    time_base: Fraction
+    loop: int | None = None
+    audio: Sequence = ()
+    decoded: int = 0
+
+    @abc.abstractmethod
+    def frames(self, on_audio: Callable | None = None) -> Iterator[Frame]:
+        """The frames in presentation order; `on_audio(packet)` receives each audio packet as it is demuxed.
+        Codecs raise their own errors for damaged frames (`frame_files.iter_frames` words them)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the file."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class FrameWriter(abc.ABC):
+    """Writes frames to a temporary file, complete after `close`; `abort` gives up (and never raises).
+
+    Capabilities, with their defaults (writers that have one override it):
+    muxes_audio: `mux_audio(packet)` copies an audio packet of the reader's `audio` streams into the output.
+    fixed_size: every frame must have the size the writer was made for (False where pages may differ).
+    """
+
+    muxes_audio: bool = False
+    fixed_size: bool = True
+
+    @abc.abstractmethod
+    def write(self, pixels: np.ndarray, frame: Frame) -> None:
+        """Append H×W×C uint8/uint16 `pixels`, shown with the timing of `frame` (the source frame they came from)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish the file (after at least one frame)."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Stop without finishing the file; it is removed by whoever made the temporary name."""
+
+    def mux_audio(self, packet) -> None:
+        """Copy one audio packet into the output (only where `muxes_audio`)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no audio")
