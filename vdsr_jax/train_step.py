@@ -20,7 +20,7 @@ DATA_AXIS = "data"
 # On CPU, a device's slice larger than this is differentiated in unrolled chunks of this size and the
 # gradients summed (exact for the summed loss up to float rounding): smaller per-layer working sets stay in
 # cache, and XLA:CPU's fwd+bwd ran 1.3× faster at batch 16 (chunks of 8) and 1.5× at batch 64 (chunks of 16)
-# (jax 0.12, 2-core Zen 4; README Performance). A `lax.scan` over the chunks was far slower. Accelerators
+# (jax 0.12, 2-core Zen 4; docs/performance.md). A `lax.scan` over the chunks was far slower. Accelerators
 # take the slice whole.
 CPU_MICRO_BATCH = 8
 

@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
         zero_init_output=True,
     ))
 
-    # Data: TFDS builders prepared from local folders (see README, "Data"), read without TensorFlow.
+    # Data: TFDS builders prepared from local folders (docs/training.md, "Data"), read without TensorFlow.
     config.data_dir = "~/tensorflow_datasets"
     config.train_data = "train291"
     config.train_manual_dir = "../shared/data/train291"  # holds T91/ and BSD200/
@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.downsizes = (1.0, 0.7, 0.5)
     config.augment = True  # random 90° rotations and flips
     config.patch_size = 41
-    # Where the training pairs live (README, "Data at scale"). "exact": every (downsize, scale) variant of
+    # Where the training pairs live (docs/training.md, "Data at scale"). "exact": every (downsize, scale) variant of
     # every image as float32 pairs on every device (the 291 images: ~1.5 GB); "pool": a device pool of exact
     # tiles of `tile_size`² that fits `device_budget_mib`, `refresh_tiles` of them replaced every
     # `refresh_every_steps` steps in the background, `tiles_per_image` cut from each decoded image; the host
