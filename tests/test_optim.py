@@ -67,8 +67,7 @@ def test_adjustable_clipping_bounds_each_element_by_theta_over_the_current_lr():
         for k, g in grads.items():
             np.testing.assert_allclose(updates[k], -lr * np.clip(g, -bound, bound), rtol=1e-6, atol=1e-9)
             assert np.abs(updates[k]).max() <= theta * (1 + 1e-6)
-        clipped_share = np.mean(np.abs(grads["a"]) > bound)
-        assert (0 < clipped_share < 1) if step < 2 else (0 < np.mean(np.abs(grads["a"]) > 1.0) < 1)
+        assert 0 < np.mean(np.abs(grads["a"]) > bound) < 1  # the bound clips some elements, not all
 
 
 def test_an_unknown_clipping_is_refused_when_the_optimizer_is_made():

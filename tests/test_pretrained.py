@@ -159,6 +159,7 @@ def test_load_any_reads_npz_and_orbax(tmp_path):
             np.testing.assert_array_equal(np.asarray(value), np.asarray(flat[name]))
 
 
+@pytest.mark.slow
 def test_bundled_weights_reproduce_their_set5_figures():
     """CI check of the shipped file: Set5 PSNR on this CPU within 0.01 dB of the figures in its provenance."""
     if not pretrained.DEFAULT_PATH.is_file():
