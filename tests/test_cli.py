@@ -26,6 +26,7 @@ def script(name: str) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_has_help(name, tmp_path):
     done = subprocess.run([script(name), "--helpshort" if name == "vdsr-train" else "--help"], cwd=tmp_path,
@@ -39,6 +40,7 @@ def save_tiny_checkpoint(where: Path) -> None:
     checkpoint.save_model(where, model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"], model)
 
 
+@pytest.mark.slow
 def test_upscale_from_another_directory(tmp_path):
     save_tiny_checkpoint(tmp_path / "ckpt")
     media.write_image(tmp_path / "in.png", np.full((9, 7, 3), 100, np.uint8))
@@ -74,6 +76,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
         bug(None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--config.no_such_field=1"], "no such config field in an override: no_such_field"),
     (["--config", "missing_config.py"], "--config missing_config.py: no such file, and not an installed config (x234,"),
@@ -89,6 +92,7 @@ def test_train_refuses_bad_flags_and_overrides_in_one_line(args, words, tmp_path
 NO_TORCH = "import sys; sys.modules['torch'] = None; from vdsr_jax import convert; sys.exit(convert.main(sys.argv[1:]))"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--from-torch", "weights.pth", "--out", "ckpt"], ["--to-torch", "ckpt", "--out",
                                                                                      "weights.pth"]])
 def test_convert_without_torch_says_how_to_install_it(args, tmp_path):

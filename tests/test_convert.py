@@ -99,6 +99,7 @@ def test_round_trip_through_files_is_exact(flax_model, tmp_path):
 # ---------------------------------------------------------------- the CLI on the published weights
 
 
+@pytest.mark.slow
 def test_cli_converts_published_weights_both_ways(tmp_path, monkeypatch):
     require(PRETRAINED)
     # independent expectation: the trusted file unpickled the ordinary (unsafe) way
@@ -163,6 +164,7 @@ MALICIOUS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(MALICIOUS))
 def test_cli_refuses_pickles_that_run_code(kind, tmp_path):
     marker, path = tmp_path / "pwned", tmp_path / "evil.pth"
@@ -220,6 +222,7 @@ def test_non_torch_file(content, tmp_path, capsys):
     assert not (tmp_path / "ckpt").exists()
 
 
+@pytest.mark.slow
 def test_cli_missing_torch_file(tmp_path):
     status, _, stderr = run_cli("convert", "--from-torch", tmp_path / "absent.pth", "--out",
                                 tmp_path / "ckpt")

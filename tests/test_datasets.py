@@ -49,6 +49,7 @@ def test_benchmark_matches_originals(tmp_path, name, folder, count):
     assert [im.shape for im in images] == [pil_pixels(f).shape for f in files]
 
 
+@pytest.mark.slow
 @needs_shared
 def test_train291_matches_originals_in_order(tmp_path):
     root = DATA / "train291"
@@ -166,6 +167,7 @@ def test_div2k_says_tensorflow_is_needed_before_downloading(tmp_path):
         datasets.load("div2k/bicubic_x2", tmp_path)
 
 
+@pytest.mark.slow
 def test_prepare_and_read_without_tensorflow(tmp_path):
     """Hides TensorFlow from a fresh interpreter, then prepares and reads a dataset."""
     make_tree(tmp_path / "images", {"x": 2})

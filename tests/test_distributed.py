@@ -76,6 +76,7 @@ POOL = ["--config.data.mode=pool", "--config.data.tile_size=32", "--config.data.
         "--config.data.refresh_tiles=4", "--config.data.refresh_every_steps=2", "--config.data.device_budget_mib=0.25"]
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batch(tmp_path):
     """Pool mode: each process builds half of the tile groups (all-gathered); the resume at step 2 rebuilds
     the pool of pool-epoch 1 from scratch, and step 5 takes the refresh each process built in the background.
@@ -107,6 +108,7 @@ def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batc
     assert list((two / "images").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_a_preemption_notice_to_one_process_stops_both_at_one_step_and_the_restart_is_bit_exact(tmp_path):
     """Exact mode, each process preparing its share of the images: SIGTERM to process 1 only (a preempted
     host) makes both processes save the same step (JAX's preemption sync point) and exit 128 + 15; run
@@ -156,6 +158,7 @@ def test_one_process_initialises_nothing():
     assert initialize(environ={}) is False and not jax.distributed.is_initialized()
 
 
+@pytest.mark.slow
 def test_bad_settings_on_the_command_line_give_one_error_line(tmp_path):
     code, _, stderr = train_cli(tmp_path, "--num_processes=2", "--process_id=2", env={**CPU, "JAX_PROCESS_ID": "0"})
     assert_one_error_line(code, stderr.strip().splitlines(), "error: --process_id")

@@ -18,6 +18,7 @@ SET5 = {2: (37.65, 33.69), 3: (33.77, 30.41), 4: (31.45, 28.43)}
 SET14_BICUBIC = {2: (30.24, 0.8688), 3: (27.55, 0.7742), 4: (26.00, 0.7027)}
 
 
+@pytest.mark.slow
 def test_set5_command_reproduces_published_psnr(tmp_path, pretrained_checkpoint):
     set5 = require(BENCHMARKS / "Set5")
     out = tmp_path / "set5.json"
@@ -71,6 +72,7 @@ def data(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data_dir,scales,message", [
     ("missing", "2", "does not exist"),
     ("empty", "2", "holds no image files"),
@@ -86,6 +88,7 @@ def test_bad_data_or_scales(data, pretrained_checkpoint, data_dir, scales, messa
     assert stdout == "" and not (data / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_bad_checkpoint_or_json_path(data, pretrained_checkpoint):
     args = ["--data-dir", data / "small", "--scales", "2"]
     status, _, lines = run_cli("evaluate", "--checkpoint", data / "empty", *args, "--json", data / "out.json")

@@ -102,6 +102,7 @@ def tiny_run(tmp_path, *blocked: str) -> tuple[subprocess.CompletedProcess, Path
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), out
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end_on_the_device_image(tmp_path):
     """Without what the device image lacks and the pack does not carry (DEVICE_ABSENT: TFDS, PyAV, …)."""
     needs_torch()  # the run measures torch_reference beside vdsr_jax
@@ -143,6 +144,7 @@ def test_tiny_run_end_to_end_on_the_device_image(tmp_path):
         ["bench_jax", "bench_torch", "bench_infer", "train_x234", "eval_x234", "train_x234_long", "eval_x234_long"], "ok")
 
 
+@pytest.mark.slow
 def test_a_failing_stage_is_recorded_and_the_others_still_run(tmp_path):
     """Without ml_collections (vdsr_jax.configs) bench_jax and both training stages fail: each is recorded with
     its exit status and last stderr lines, bench_torch and bench_infer still run, the evaluations are recorded

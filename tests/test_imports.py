@@ -13,6 +13,8 @@ from conftest import assert_one_error_line, train_cli, without_modules
 
 from vdsr_jax.media import write_image
 
+pytestmark = pytest.mark.slow
+
 OPTIONAL = ("tensorflow_datasets", "array_record", "av", "tensorboardX", "tensorflow", "torch")
 CORE = ("vdsr_jax.model", "vdsr_jax.train_step", "vdsr_jax.data.patches", "vdsr_jax.data.pool", "vdsr_jax.data",
         "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.metric_writer",

@@ -119,6 +119,7 @@ def test_checkpoint_argument_given_a_file_says_what_it_is(tmp_path, capsys, file
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.pth").exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_given_a_torch_file_in_a_subprocess(tmp_path, files):
     torch_file = files / "model_epoch_50.pth"
     for module, (_, argv) in checkpoint_commands(tmp_path, torch_file).items():
@@ -411,6 +412,7 @@ def test_multi_frame_images_keep_their_frames_in_upscale_and_are_refused_by_eval
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_multi_frame_image_to_a_still_format_is_refused_in_a_subprocess(tmp_path, tiny):
     source = frames(tmp_path / "anim.gif", duration=100)
     status, _, err = run_cli("upscale", source, "--checkpoint", tiny[0], "--scale", "2", "-o", tmp_path / "o.jpg")

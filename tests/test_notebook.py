@@ -5,9 +5,12 @@ import jax
 import nbformat
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from nbclient import NotebookClient
 
 from vdsr_jax import checkpoint
+
+pytestmark = pytest.mark.slow
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "colab.ipynb"
 

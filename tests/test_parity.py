@@ -271,6 +271,7 @@ def test_pretrained_weights_on_bird_match_torch(pretrained_checkpoint):
     assert np.mean((ours - hr) ** 2) < 0.8 * np.mean((bicubic - hr) ** 2)
 
 
+@pytest.mark.slow
 def test_grey_set14_bridge_through_the_protocol_matches_torch_on_the_scripts_path(pretrained_checkpoint):
     """The protocol on a one-channel image (Set14's bridge) equals, to 0.005 dB, the MATLAB scripts' path for
     such an image computed independently: Y = v/255, numpy bicubic, torch_reference's network."""

@@ -79,6 +79,7 @@ def wait_and_period(tiles, steps, step_seconds):
     return report
 
 
+@pytest.mark.slow
 def test_a_host_slower_than_the_refresh_is_reported_with_a_refresh_period_that_keeps_up():
     """Every refresh needs 2 images of 100 ms; steps take 10 ms. Refreshing every step, training waits most of
     the time, and the period named keeps the host 3× ahead (⌈3 · 0.2 s / 10 ms⌉ = 60, less where sleeps
@@ -117,6 +118,7 @@ def write_div2k_stand_in(root, count=5):
     (root / "DIV2K_train_HR" / "0003.png").write_bytes(b"not a png")
 
 
+@pytest.mark.slow
 def test_div2k_config_trains_from_the_pool_and_resumes_bit_exact(tmp_path):
     """The div2k config on a generated stand-in: the damaged image is skipped with a warning naming it, and
     6 straight steps equal 3 steps + a resume to 6 (the pool rebuilt mid-way through its refresh cycle)."""

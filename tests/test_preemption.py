@@ -29,6 +29,7 @@ def busy(seconds: float):
     return lambda: run(x, n)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_a_wait_for_results_that_do_not_come(signum):
     slow = busy(6.0)

@@ -56,6 +56,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_readable_with_numpy_alone(tmp_path):
     """The file needs neither JAX nor pickle: a plain numpy process reads every array and the JSON."""
     model, params = small_model()
@@ -158,6 +159,7 @@ def test_load_any_reads_npz_and_orbax(tmp_path):
             np.testing.assert_array_equal(np.asarray(value), np.asarray(flat[name]))
 
 
+@pytest.mark.slow
 def test_bundled_weights_reproduce_their_set5_figures():
     """CI check of the shipped file: Set5 PSNR on this CPU within 0.01 dB of the figures in its provenance."""
     if not pretrained.DEFAULT_PATH.is_file():
@@ -178,6 +180,7 @@ def test_bundled_weights_reproduce_their_set5_figures():
         assert abs(result["vdsr_ssim"] - row["vdsr_ssim"]) <= 1e-4, (row, result)
 
 
+@pytest.mark.slow
 def test_cli_without_checkpoint_or_with_npz(tmp_path):
     """`vdsr-evaluate`/`vdsr-upscale` without --checkpoint: one clear line while no weights ship (else they
     run on the bundled file); with an exported .npz as --checkpoint both work."""
@@ -205,6 +208,7 @@ def test_cli_without_checkpoint_or_with_npz(tmp_path):
     assert read_image(tmp_path / "up.png").shape == (48, 48, 3)
 
 
+@pytest.mark.slow
 def test_package_exports_load_pretrained_lazily(tmp_path):
     code = "import sys, vdsr_jax; assert 'jax' not in sys.modules; print(vdsr_jax.load_pretrained.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

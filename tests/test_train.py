@@ -24,6 +24,7 @@ from vdsr_jax.training import model_from_config, validate_config
 # MATLAB rgb2ycbcr's Y row for RGB in [0, 1] (output in [0, 255]); on a uint8 image MATLAB rounds the result.
 MATLAB_Y = np.array([65.481, 128.553, 24.966])
 
+@pytest.mark.slow
 def test_patches_equal_whole_image_matlab_resize_then_crop():
     """Each sampled pair is a crop of some augmented whole image's MATLAB bicubic pair, found by search.
 
@@ -92,6 +93,7 @@ def test_each_process_reads_only_its_share_and_the_shares_make_the_whole_pairs_b
         np.testing.assert_array_equal(bits.view(np.float32), getattr(whole, name))
         assert np.array_equal(bits, getattr(whole, name).view(np.uint32))  # bit for bit, not just equal values
 
+@pytest.mark.slow
 def test_sampled_patches_are_uniform_crops_with_each_of_the_8_rotations_and_flips():
     """Against numpy: every patch is `np.rot90(np.fliplr(crop) if flip else crop, rotation)` of a crop of its
     variant; variants come ∝ their positions, and every position, rotation and flip occurs about equally.
@@ -159,6 +161,7 @@ print(len(jax.devices()), max(float(np.abs(a - b).max()) for a, b in zip(*map(ja
 """
 
 
+@pytest.mark.slow
 def test_four_devices_update_like_one_device_on_the_same_global_batch():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT], cwd=ROOT, env=env, capture_output=True,
@@ -168,6 +171,7 @@ def test_four_devices_update_like_one_device_on_the_same_global_batch():
     assert devices == "4" and float(difference) < 1e-5
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
     run = ["--config.num_steps=16", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=8"]
     code, _, stderr = train_cli(tmp_path / "straight", *run)
@@ -198,6 +202,7 @@ def test_resume_after_kill_9_reproduces_the_uninterrupted_run_bit_for_bit(tmp_pa
     assert list((interrupted / "images").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
     code, _, stderr = train_cli(tmp_path, "--config.num_steps=4", "--config.checkpoint_every_steps=2",
                                 "--config.eval_every_steps=4")
@@ -219,6 +224,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
     assert len(warnings) == 1 and "step 4" in warnings[0]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     code, stdout, stderr = train_cli(tmp_path, "--config.num_steps=40", "--config.checkpoint_every_steps=1",
                                      "--config.eval_every_steps=100", "--config.optimizer.learning_rate=1e12",
@@ -247,6 +253,7 @@ def test_bad_config_is_refused_before_anything_compiles(field, value, words):
         validate_config(config, device_count=2 if field == "batch_size" else 1)
 
 
+@pytest.mark.slow
 def test_bad_config_on_the_command_line_gives_one_clear_line(tmp_path):
     code, _, stderr = train_cli(tmp_path, "--config.scales=(2,7,17)")
     assert code != 0 and "Traceback" not in stderr
@@ -272,6 +279,7 @@ def test_checkpoints_keep_the_last_k_and_the_best_by_psnr(tmp_path):
     assert kept == [2, 5, 6]  # the best (35 dB at step 2) and the latest two
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM])
 def test_sigterm_mid_run_saves_at_the_next_step_and_the_restart_is_bit_exact(tmp_path, signum):
     """A preemption notice (SIGINT behaves the same; see vdsr_jax.preemption) between periodic checkpoints:
@@ -346,6 +354,7 @@ def assert_schedule(lrs: dict[int, float], decay_every: int) -> None:
         assert lr == pytest.approx(0.1 * 0.1 ** ((step - 1) // decay_every), rel=1e-6), step
 
 
+@pytest.mark.slow
 def test_a_budget_ends_the_run_on_time_with_the_schedule_scaled_to_the_planned_steps(tmp_path):
     budget_s = 45
     start = time.time()
@@ -368,6 +377,7 @@ def test_a_budget_ends_the_run_on_time_with_the_schedule_scaled_to_the_planned_s
     assert {round(lr, 6) for lr in lrs.values()} >= {0.1, 0.01, 0.001}
 
 
+@pytest.mark.slow
 def test_a_resumed_budget_run_keeps_its_plan(tmp_path):
     """SIGTERM after the plan; the resume (with a budget again) keeps plan.json's steps and schedule and goes
     on to the planned step, or stops at its own budget saying so."""

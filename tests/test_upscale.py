@@ -103,6 +103,7 @@ def test_compare_and_single_file_output(tmp_path, tiny):
     assert np.abs(compare[strip:, -60:] - expected_upscale(pixels, 2, params)).max() <= 1
 
 
+@pytest.mark.slow
 def test_folder_input_names_outputs(tmp_path, tiny):
     folder, _ = tiny
     (tmp_path / "in").mkdir()
@@ -195,6 +196,7 @@ def bad_files(tmp_path):
             "1×1": tiny_image}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,message", [("truncated", "damaged"), ("not an image", "not an image"),
                                           ("missing", "no such file"), ("1×1", "at least 2×2")])
 def test_bad_image_file(tmp_path, tiny, bad_files, kind, message):
@@ -204,6 +206,7 @@ def test_bad_image_file(tmp_path, tiny, bad_files, kind, message):
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
 
 
+@pytest.mark.slow
 def test_batch_goes_past_bad_files_and_lists_them(tmp_path, tiny, bad_files):
     out = tmp_path / "out"
     inputs = [bad_files[k] for k in ("truncated", "good", "not an image", "missing", "1×1")]
@@ -216,6 +219,7 @@ def test_batch_goes_past_bad_files_and_lists_them(tmp_path, tiny, bad_files):
         assert line.startswith("error: ") and path.name in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", ["0", "0.5", "nan", "17", "two"])
 def test_bad_scale(tmp_path, tiny, bad_files, scale):
     status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", scale, "-o",
@@ -224,6 +228,7 @@ def test_bad_scale(tmp_path, tiny, bad_files, scale):
     assert not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.slow
 def test_missing_and_mismatched_checkpoint(tmp_path, tiny, bad_files):
     status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tmp_path / "nowhere", "--scale", "2",
                                "-o", tmp_path / "out.png")
@@ -240,6 +245,7 @@ def test_missing_and_mismatched_checkpoint(tmp_path, tiny, bad_files):
     assert not (tmp_path / "out.png").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_output(tmp_path, tiny, bad_files):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be\n")

@@ -186,6 +186,7 @@ def test_transparent_gif_equals_still_path_as_a_gif(tmp_path, tiny):
         assert_equal_where_visible(got, decode_image(buffer.getvalue()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
 def test_animation_frames_reach_the_disk_as_they_come(tmp_path, tiny, suffix):
     """Streaming: while frames are upscaled, the files being written (the output, a spill of frames) grow,

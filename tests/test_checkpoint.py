@@ -1,0 +1,143 @@
+"""Checkpoints (vdsr_jax.checkpoint): model save/load bit for bit, what is refused, training state round
+trips and the fallback past an unreadable step. Keeping the last k and the best is in test_train; the
+fallback after a real training run is in test_train too (slow)."""
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+
+from vdsr_jax import checkpoint
+from vdsr_jax.configs import demo
+from vdsr_jax.errors import CheckpointError, OutputExists
+from vdsr_jax.model import VDSR, model_spec
+from vdsr_jax.optim import make_optimizer
+from vdsr_jax.train_step import create_train_state
+
+MODEL = VDSR(depth=3, features=8)
+
+
+def random_params(model=MODEL, seed=0):
+    """Parameters of `model`'s shapes with values no initialiser would give, so that a restore of fresh
+    weights could not pass."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda shape: rng.standard_normal(shape).astype(np.float32),
+                        checkpoint.expected_shapes(model), is_leaf=lambda x: isinstance(x, tuple))
+
+
+def assert_trees_equal(a, b):
+    flat_a, flat_b = flatten_dict(jax.tree.map(np.asarray, a)), flatten_dict(jax.tree.map(np.asarray, b))
+    assert flat_a.keys() == flat_b.keys()
+    for name in flat_a:
+        assert flat_a[name].dtype == flat_b[name].dtype, name
+        np.testing.assert_array_equal(flat_a[name], flat_b[name], err_msg=str(name))
+
+
+def test_a_saved_model_loads_bit_for_bit_with_its_architecture(tmp_path):
+    params = random_params()
+    path = checkpoint.save_model(tmp_path / "ckpt", params, MODEL, step=7)
+    assert path == (tmp_path / "ckpt").absolute() and sorted(p.name for p in path.iterdir()) == ["7"]
+    model, loaded = checkpoint.load_model(tmp_path / "ckpt")
+    assert model_spec(model) == model_spec(MODEL)
+    assert_trees_equal(loaded, params)
+    assert checkpoint.load_model(tmp_path / "ckpt", step=7)[0] == model
+    with pytest.raises(CheckpointError, match=r"has no step 3 \(steps: \[7\]\)"):
+        checkpoint.load_model(tmp_path / "ckpt", step=3)
+    assert not list(tmp_path.glob(".*"))  # no staging folder left beside it
+
+
+def test_an_existing_folder_is_kept_unless_overwrite_then_replaced_whole(tmp_path):
+    old, new = random_params(seed=1), random_params(seed=2)
+    checkpoint.save_model(tmp_path / "ckpt", old, MODEL, step=1)
+    with pytest.raises(OutputExists, match="--overwrite"):
+        checkpoint.save_model(tmp_path / "ckpt", new, MODEL)
+    assert_trees_equal(checkpoint.load_model(tmp_path / "ckpt")[1], old)
+    checkpoint.save_model(tmp_path / "ckpt", new, MODEL, step=0, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["0"]  # step 1 is gone, not kept beside
+    assert_trees_equal(checkpoint.load_model(tmp_path / "ckpt")[1], new)
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_params_that_do_not_fit_the_model_are_refused_before_writing(tmp_path):
+    params = random_params()
+    params["conv_0"]["kernel"] = params["conv_0"]["kernel"][..., :4]
+    with pytest.raises(CheckpointError, match=r"layer conv_0/kernel has shape \(3, 3, 1, 4\), expected"):
+        checkpoint.save_model(tmp_path / "ckpt", params, MODEL)
+    with pytest.raises(CheckpointError, match="unexpected layer extra/kernel"):
+        checkpoint.save_model(tmp_path / "ckpt", {**random_params(), "extra": {"kernel": np.zeros(1)}}, MODEL)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_training_workdir_resolves_to_its_checkpoints_and_a_missing_folder_is_named(tmp_path):
+    checkpoint.save_model(tmp_path / "run" / "checkpoints", random_params(), MODEL)
+    assert checkpoint.resolve(tmp_path / "run") == tmp_path / "run" / "checkpoints"
+    assert_trees_equal(checkpoint.load_model(tmp_path / "run")[1], random_params())
+    with pytest.raises(CheckpointError, match=f"checkpoint folder {tmp_path / 'absent'} does not exist"):
+        checkpoint.load_model(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no vdsr_jax checkpoint"):
+        checkpoint.load_model(tmp_path / "empty")
+
+
+def damage(step_folder: Path) -> None:
+    """Overwrite every non-empty file of the step's parameters, as a disk error or truncation would."""
+    files = [f for f in (step_folder / checkpoint.PARAMS).rglob("*") if f.is_file() and f.stat().st_size]
+    assert files
+    for f in files:
+        f.write_bytes(b"\0" * 7)
+
+
+def test_an_unreadable_model_step_is_one_checkpoint_error(tmp_path):
+    checkpoint.save_model(tmp_path / "ckpt", random_params(), MODEL, step=2)
+    damage(tmp_path / "ckpt" / "2")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint step 2 in"):
+        checkpoint.load_model(tmp_path / "ckpt")
+
+
+class Training:
+    """A train state after two optimiser updates (momentum and count non-zero) and a data key."""
+
+    def __init__(self, seed):
+        tx = make_optimizer(demo.get_config(), steps_per_epoch=10)
+        state = create_train_state(MODEL, tx, jax.random.key(seed))
+        self.state, self.key = two_updates(state), jax.random.key(100 + seed)
+
+
+@jax.jit
+def two_updates(state):
+    for i in range(2):
+        state = state.apply_gradients(grads=jax.tree.map(lambda p: jnp.full_like(p, 0.01 * (i + 1)), state.params))
+    return state
+
+
+def test_training_state_round_trips_bit_for_bit_and_a_damaged_step_falls_back_to_the_previous(tmp_path):
+    first, second = Training(0), Training(1)
+    manager = checkpoint.training_manager(tmp_path, keep_last=3)
+    checkpoint.save_training(manager, first.state.replace(step=1), MODEL, first.key)
+    checkpoint.save_training(manager, second.state.replace(step=2), MODEL, second.key)
+    fresh = Training(5)  # the structure to restore into, other values everywhere
+    warnings = []
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=warnings.append)
+    assert int(state.step) == 2 and not warnings
+    assert_trees_equal(state.params, second.state.params)
+    for a, b in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(second.state.opt_state)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(second.key))
+
+    damage(tmp_path / "2")
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=warnings.append)
+    manager.close()
+    assert int(state.step) == 1
+    assert_trees_equal(state.params, first.state.params)
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(first.key))
+    assert len(warnings) == 1 and warnings[0].startswith("warning: checkpoint step 2 is unreadable")
+
+
+def test_nothing_to_restore_returns_the_inputs(tmp_path):
+    fresh = Training(0)
+    manager = checkpoint.training_manager(tmp_path, keep_last=1)
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=pytest.fail)
+    manager.close()
+    assert state is fresh.state and key is fresh.key
