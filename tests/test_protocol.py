@@ -1,16 +1,19 @@
 """The evaluation protocol (vdsr_jax.protocol) with stand-in predictors: the composition of luminance,
-degradation, clipping, shaving and means against the steps written out here. A grey image as its own Y is
-in test_evaluate; Set14's bicubic figures against the paper's table too."""
+degradation, clipping, shaving and means against the steps written out here; and what surrounds it: the
+benchmark folders it reads (`data.load_folder`), the strict JSON and Markdown table its results are written
+as. A grey image as its own Y is in test_evaluate; Set14's bicubic figures against the paper's table too."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-from vdsr_jax import image_io
+from vdsr_jax.data import load_folder
 from vdsr_jax.errors import DataError
-from vdsr_jax.protocol import (check_size, evaluate_image, evaluate_images, evaluate_sets, json_safe, load_folder,
-                               markdown_table)
+from vdsr_jax.evaluate import markdown_table
+from vdsr_jax.media import write_image
+from vdsr_jax.protocol import check_size, evaluate_image, evaluate_images, evaluate_sets
+from vdsr_jax.strict_json import json_safe
 from vdsr_jax.resize import imresize
 
 identity = lambda y: y  # noqa: E731 - a VDSR that changes nothing scores exactly as bicubic
@@ -113,7 +116,7 @@ def test_the_smallest_side_keeps_an_11_pixel_ssim_window_after_modcrop_and_shavi
 def test_load_folder_reads_the_listed_images_and_refuses_what_it_cannot_use(tmp_path):
     images = {"b.png": colour_image(9, (20, 24, 3)), "a.png": colour_image(10, (30, 30, 1))}
     for name, pixels in images.items():
-        image_io.write_image(tmp_path / name, pixels)
+        write_image(tmp_path / name, pixels)
     (tmp_path / ".hidden.png").write_bytes(b"not read")
     loaded = load_folder(tmp_path, [2, 3])
     assert len(loaded) == 2

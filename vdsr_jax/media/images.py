@@ -86,12 +86,34 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
                 orientation = im.getexif().get(EXIF_ORIENTATION, 1)
                 pixels = tifffile.imread(io.BytesIO(data)) if im.format == "TIFF" else pillow_pixels(im, name)
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
+        if data[:4] not in TIFF_SIGNATURES:
+            raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
+        return _decode_tiff(data, name)  # a layout Pillow cannot identify, e.g. 16-bit grey + alpha
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {e}") from None
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - codecs raise OSError, SyntaxError, zlib.error, ... for damaged files
+        raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
+    return orient(channels_last(pixels, name), orientation)
+
+
+TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little/big-endian TIFF and BigTIFF
+
+
+def _decode_tiff(data: bytes, name: str) -> np.ndarray:
+    """A TIFF through tifffile alone, its Orientation tag (274) applied; ImageError for several pages or a
+    damaged file."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            if len(tiff.pages) > 1:
+                raise ImageError(f"{name}: holds {len(tiff.pages)} frames (an animation or multi-page file); "
+                                 "only single-frame images are supported")
+            tag = tiff.pages[0].tags.get(EXIF_ORIENTATION)
+            pixels, orientation = tiff.asarray(), int(tag.value) if tag else 1
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - tifffile raises TiffFileError, ValueError, ... for damaged files
         raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
     return orient(channels_last(pixels, name), orientation)
 
