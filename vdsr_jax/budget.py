@@ -40,11 +40,13 @@ class Plan(NamedTuple):
     decay_every_steps: int
 
 
-def agree(values: list[float]) -> list[float]:
-    """Process 0's `values` in every process (a no-op with one process)."""
+def agree(values: list[float], dtype=np.float32) -> list:
+    """Process 0's `values` in every process (a no-op with one process), sent as `dtype`: int32 for step
+    counts, which float32 holds exactly only up to 2^24."""
     from jax.experimental import multihost_utils
 
-    return [float(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, np.float32))]
+    cast = int if np.issubdtype(dtype, np.integer) else float
+    return [cast(v) for v in multihost_utils.broadcast_one_to_all(np.asarray(values, dtype))]
 
 
 def load_plan(workdir: Path) -> Plan | None:
@@ -52,7 +54,7 @@ def load_plan(workdir: Path) -> Plan | None:
     path = Path(workdir) / PLAN_FILE
     saved = json.loads(path.read_text()) if jax.process_index() == 0 and path.is_file() else None
     found, total, decay = agree([saved is not None, *(
-        (saved["total_steps"], saved["decay_every_steps"]) if saved else (0, 0))])
+        (saved["total_steps"], saved["decay_every_steps"]) if saved else (0, 0))], np.int32)
     return Plan(int(total), int(decay)) if found else None
 
 
