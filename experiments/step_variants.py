@@ -50,7 +50,7 @@ def make_micro_step(mesh, batch_size, micro, loss_scale, model_apply):
     from jax.sharding import PartitionSpec as P
 
     from vdsr_jax.data.patches import sample_patches
-    from vdsr_jax.train_step import DATA_AXIS, _apply, summed_squared_error
+    from vdsr_jax.train_step import DATA_AXIS, _apply_scaled_gradients, summed_squared_error
 
     local_batch = batch_size // mesh.size
 
@@ -74,7 +74,7 @@ def make_micro_step(mesh, batch_size, micro, loss_scale, model_apply):
         step_key = jax.random.fold_in(data_key, state.step)
         loss, grads = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P()), out_specs=(P(), P()))(
             state.params, source, step_key)
-        return _apply(state, loss, grads, loss_scale)
+        return _apply_scaled_gradients(state, loss, grads, loss_scale)
 
     return step
 
