@@ -200,9 +200,9 @@ class TilePool:
     def _build_group(self, group: int, epoch: int):
         image_index, tiles = group_plan(self.seed, epoch, group, self.catalogue, self.layout)
         image = self.store[image_index]
-        t = self.layout.tile
-        inputs = np.zeros((len(tiles), t * t), np.float32)
-        targets = np.zeros((len(tiles), t * t), np.float32)
+        tile_pixels = self.layout.tile**2
+        inputs = np.zeros((len(tiles), tile_pixels), np.float32)
+        targets = np.zeros((len(tiles), tile_pixels), np.float32)
         meta = np.zeros((len(tiles), 3), np.int32)
         for k, (d, s, top, left, th, tw) in enumerate(tiles):
             lr_up, hr = tile_pair(image, d, s, top, left, th, tw)
@@ -229,7 +229,7 @@ class TilePool:
         `build_share`: an all-gather with several processes, so every process calls it at the same point,
         on its main thread."""
         rank, n = jax.process_index(), jax.process_count()
-        per = self.layout.per_image
+        per_image = self.layout.per_image
         mine = groups_with_epochs[rank::n]
         if n == 1:
             inputs = np.concatenate([b[0] for b in built])
@@ -242,18 +242,18 @@ class TilePool:
             rounds = -(-len(groups_with_epochs) // n)
             tile_pixels = self.layout.tile**2
             pad = lambda arrays, shape, dtype: np.concatenate(  # noqa: E731
-                arrays + [np.zeros((rounds * per - sum(len(a) for a in arrays),) + shape, dtype)])
+                arrays + [np.zeros((rounds * per_image - sum(len(a) for a in arrays),) + shape, dtype)])
             local = (pad([b[0] for b in built], (tile_pixels,), np.float32),
                      pad([b[1] for b in built], (tile_pixels,), np.float32), pad([b[2] for b in built], (3,), np.int32))
-            gathered = [np.asarray(a) for a in multihost_utils.process_allgather(local)]  # (n, rounds·per, …)
+            gathered = [np.asarray(a) for a in multihost_utils.process_allgather(local)]  # (n, rounds·per_image, …)
             order, parts = [], ([], [], [])
             for r in range(n):
                 theirs = groups_with_epochs[r::n]
                 order += [g for g, _ in theirs]
                 for part, array in zip(parts, gathered):
-                    part.append(array[r, :len(theirs) * per])
+                    part.append(array[r, :len(theirs) * per_image])
             inputs, targets, meta = (np.concatenate(p) for p in parts)
-        slots = np.concatenate([np.arange(g * per, (g + 1) * per) for g in order]).astype(np.int32)
+        slots = np.concatenate([np.arange(g * per_image, (g + 1) * per_image) for g in order]).astype(np.int32)
         return slots, inputs, targets, meta
 
     def build(self, groups_with_epochs: list[tuple[int, int]]):
