@@ -107,13 +107,13 @@ def pool_stand_in(budget_mib: float):
 
     config = div2k.get_config()
     config.data.device_budget_mib = budget_mib
-    lay = pool.layout(config.data, PATCH)
+    layout = pool.layout_from_config(config.data, PATCH)
     rng = np.random.default_rng(0)
-    pixels = lay.slots * lay.tile**2
-    sides = np.full(lay.slots, lay.tile, np.int32)
+    pixels = layout.slots * layout.tile**2
+    sides = np.full(layout.slots, layout.tile, np.int32)
     return PatchSource(rng.random(pixels, np.float32), rng.random(pixels, np.float32),
-                       (np.arange(lay.slots) * lay.tile**2).astype(np.int32), sides, sides,
-                       rng.choice(np.asarray(config.scales, np.int32), lay.slots))
+                       (np.arange(layout.slots) * layout.tile**2).astype(np.int32), sides, sides,
+                       rng.choice(np.asarray(config.scales, np.int32), layout.slots))
 
 
 def sampler_only(sets, budget_mib: float) -> None:
@@ -182,28 +182,28 @@ def measure_div2k(data_dir: Path, manual: Path, budget_mib: float) -> dict:
     prepared = time.perf_counter() - start
     shapes = read_shapes(store)
     headers = time.perf_counter() - start - prepared
-    cat = patches.catalogue(shapes, config.scales, config.downsizes, PATCH)
-    lay = pool.layout(config.data, PATCH)
+    catalogue = patches.catalogue(shapes, config.scales, config.downsizes, PATCH)
+    layout = pool.layout_from_config(config.data, PATCH)
     workers = max(1, (os.cpu_count() or 2) // 2)
-    tiles = pool.TilePool(store, cat, lay, seed=0, sharding=None, workers=workers)
+    tiles = pool.TilePool(store, catalogue, layout, seed=0, sharding=None, workers=workers)
     start = time.perf_counter()
     source = tiles.source_for(0)
     jax.block_until_ready(source)
     fill = time.perf_counter() - start
     start, refreshes = time.perf_counter(), 3
     for epoch in range(1, refreshes + 1):
-        tiles.build([(g, epoch) for g in pool.groups_refreshed_at(epoch, lay)])
-    tiles_per_s = refreshes * lay.refresh_tiles / (time.perf_counter() - start)
+        tiles.build([(g, epoch) for g in pool.groups_refreshed_at(epoch, layout)])
+    tiles_per_s = refreshes * layout.refresh_tiles / (time.perf_counter() - start)
     rate = sampler_rate(source)
     tiles.close()
     return {"set": f"{len(store)} × {shapes[0][1]}×{shapes[0][0]} (pool)", "images": len(store),
             "hr_mpixels": float((shapes[:, 0] * shapes[:, 1]).sum()) / 1e6, "prepare_s": prepared,
-            "headers_s": headers, "fill_s": fill, "slots": lay.slots, "tile": lay.tile,
-            "device_mib": lay.device_bytes / 2**20, "budget_mib": budget_mib,
-            "host_estimate_mib": pool.host_bytes(lay, shapes, workers) / 2**20,
-            "refresh_tiles_per_s": tiles_per_s, "refresh_tiles": lay.refresh_tiles,
-            "refresh_every_steps": lay.refresh_every,
-            "refresh_patches_per_s": tiles_per_s * (lay.tile // PATCH) ** 2,
+            "headers_s": headers, "fill_s": fill, "slots": layout.slots, "tile": layout.tile,
+            "device_mib": layout.device_bytes / 2**20, "budget_mib": budget_mib,
+            "host_estimate_mib": pool.host_bytes(layout, shapes, workers) / 2**20,
+            "refresh_tiles_per_s": tiles_per_s, "refresh_tiles": layout.refresh_tiles,
+            "refresh_every_steps": layout.refresh_every,
+            "refresh_patches_per_s": tiles_per_s * (layout.tile // PATCH) ** 2,
             "sampler_patches_per_s": rate, "peak_rss_mib": peak_rss_mib()}
 
 

@@ -1,15 +1,16 @@
 """The optimiser (vdsr_jax.optim): the step schedule, each clipping alone against numpy, the decay period as
 a value of the state. The whole chain (clip, weight decay, momentum) against numpy is in test_parity."""
 import importlib
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from vdsr_jax import configs
+from vdsr_jax.errors import ConfigError
 from vdsr_jax.optim import StepDecayState, learning_rate, make_optimizer, with_decay_every
 
 
@@ -18,7 +19,7 @@ def config(**optimizer):
     that an update is −lr × the clipped gradient."""
     defaults = dict(learning_rate=0.1, decay_factor=0.1, decay_every_epochs=1, clipping="global_norm",
                     clip_norm=0.4, clip_theta=0.01, weight_decay=0.0, momentum=0.0)
-    return SimpleNamespace(optimizer=SimpleNamespace(**{**defaults, **optimizer}))
+    return ml_collections.ConfigDict({"optimizer": {**defaults, **optimizer}})
 
 
 def gradients(rng, scale):
@@ -71,7 +72,7 @@ def test_adjustable_clipping_bounds_each_element_by_theta_over_the_current_lr():
 
 
 def test_an_unknown_clipping_is_refused_when_the_optimizer_is_made():
-    with pytest.raises(ValueError, match="optimizer.clipping must be 'global_norm' or 'adjustable', not 'none'"):
+    with pytest.raises(ConfigError, match="optimizer.clipping must be 'global_norm' or 'adjustable', not 'none'"):
         make_optimizer(config(clipping="none"), steps_per_epoch=10)
 
 

@@ -43,13 +43,13 @@ def test_the_pool_at_any_step_is_the_same_whether_refreshed_or_rebuilt():
     rng = np.random.default_rng(0)
     images = [(rng.random((40 + 9 * i, 50 + 5 * i, 3)) * 255).astype(np.uint8) for i in range(5)]
     store = ImageStore(images)
-    cat = patches.catalogue(read_shapes(store), (2, 3), (1.0, 0.7), 17)
-    lay = pool.layout(data_config(device_budget_mib=0.1), 17)
-    assert lay.slots == 12  # ⌊0.1 MiB / (8·32² + 12 B)⌋ = 12, a multiple of refresh_tiles
-    refreshed = pool.TilePool(store, cat, lay, seed=7, workers=1)
+    catalogue = patches.catalogue(read_shapes(store), (2, 3), (1.0, 0.7), 17)
+    layout = pool.layout_from_config(data_config(device_budget_mib=0.1), 17)
+    assert layout.slots == 12  # ⌊0.1 MiB / (8·32² + 12 B)⌋ = 12, a multiple of refresh_tiles
+    refreshed = pool.TilePool(store, catalogue, layout, seed=7, workers=1)
     for step in range(0, 13):
         live = refreshed.source_for(step)
-    rebuilt = pool.TilePool(store, cat, lay, seed=7, workers=1).source_for(12)
+    rebuilt = pool.TilePool(store, catalogue, layout, seed=7, workers=1).source_for(12)
     for a, b in zip(jax.tree.leaves(live), jax.tree.leaves(rebuilt)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert len(set(np.asarray(rebuilt.scales).tolist())) == 2
@@ -86,13 +86,13 @@ def test_a_host_slower_than_the_refresh_is_reported_with_a_refresh_period_that_k
     overshoot); at that period it no longer waits."""
     rng = np.random.default_rng(0)
     store = SlowStore([(rng.random((60, 60, 3)) * 255).astype(np.uint8) for _ in range(6)], delay=0.1)
-    cat = patches.catalogue(read_shapes(store), (2,), (1.0,), 17)
-    tiles = pool.TilePool(store, cat, pool.layout(data_config(device_budget_mib=0.1, refresh_every_steps=1), 17),
-                          seed=0, workers=1)
+    catalogue = patches.catalogue(read_shapes(store), (2,), (1.0,), 17)
+    layout = pool.layout_from_config(data_config(device_budget_mib=0.1, refresh_every_steps=1), 17)
+    tiles = pool.TilePool(store, catalogue, layout, seed=0, workers=1)
     wait, period = wait_and_period(tiles, 12, 0.01)
     assert wait > 0.5 and 20 <= period <= 70, (wait, period)
-    lay = pool.layout(data_config(device_budget_mib=0.1, refresh_every_steps=period), 17)
-    wait, _ = wait_and_period(pool.TilePool(store, cat, lay, seed=0, workers=1), 2 * period + 2, 0.01)
+    layout = pool.layout_from_config(data_config(device_budget_mib=0.1, refresh_every_steps=period), 17)
+    wait, _ = wait_and_period(pool.TilePool(store, catalogue, layout, seed=0, workers=1), 2 * period + 2, 0.01)
     assert wait < 0.1, wait
 
 
@@ -102,8 +102,10 @@ def test_a_host_slower_than_the_refresh_is_reported_with_a_refresh_period_that_k
     (dict(refresh_tiles=3), "multiple of data.tiles_per_image"),
 ])
 def test_a_pool_that_cannot_hold_a_batch_is_refused(overrides, words):
-    with pytest.raises(ValueError, match=words):
-        pool.layout(data_config(**overrides), 17)
+    from vdsr_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        pool.layout_from_config(data_config(**overrides), 17)
 
 
 def write_div2k_stand_in(root, count=5):

@@ -18,8 +18,9 @@ from vdsr_jax import checkpoint
 from vdsr_jax.configs import demo
 from vdsr_jax.data import patches
 from vdsr_jax.errors import ConfigError
+from vdsr_jax.model import model_from_config
 from vdsr_jax.resize import imresize, modcrop
-from vdsr_jax.training import model_from_config, validate_config
+from vdsr_jax.training import validate_config
 
 # MATLAB rgb2ycbcr's Y row for RGB in [0, 1] (output in [0, 255]); on a uint8 image MATLAB rounds the result.
 MATLAB_Y = np.array([65.481, 128.553, 24.966])

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from vdsr_jax.errors import ConfigError
 from vdsr_jax.media import atomic_output
 
 PLAN_FILE = "plan.json"
@@ -33,6 +34,13 @@ PROBE_SECONDS = 2.0  # the step time is measured over at least this long (after 
 PROBE_CHECK_EVERY = 10  # steps between the probe's waits for the device
 MARGIN = 0.9  # of the time left that the planned steps may use; the later checks allow all of it
 NO_DECAY = 2**31 - 1  # decay_every while the probe runs: the base lr
+
+
+def check_config(config) -> None:
+    """ConfigError unless `config.time_budget_minutes` is a number ≥ 0 (0: no budget)."""
+    minutes = config.time_budget_minutes
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes < math.inf:
+        raise ConfigError(f"config.time_budget_minutes must be a number of minutes ≥ 0 (0: none), not {minutes!r}")
 
 
 class Plan(NamedTuple):

@@ -57,3 +57,9 @@ class OutputExists(UserError):
 
 class MissingDependency(UserError):
     """An optional package that the requested feature needs is not installed; the message says how to install it."""
+
+
+def check_integer(field: str, value, minimum: int = 1) -> None:
+    """ConfigError `config.<field> must be an integer ≥ <minimum>` unless `value` is such an int (a bool is not)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"config.{field} must be an integer ≥ {minimum}, not {value!r}")

@@ -1,14 +1,48 @@
 """Training logs in the workdir: `metrics.jsonl`, TensorBoard events (tensorboardX, no TensorFlow; off, said
 once, where tensorboardX is not installed) and a PNG plot of loss and PSNR against step, refreshed at each eval.
-Every `metrics.jsonl` line is RFC 8259 JSON: an infinite PSNR is written as the string "inf"."""
+Every `metrics.jsonl` line is RFC 8259 JSON: an infinite PSNR is written as the string "inf".
+
+A run's messages on the terminal go through a `Reporter`: its lines and its progress bar."""
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from vdsr_jax import strict_json
 from vdsr_jax.media import atomic_output
+
+
+class Reporter:
+    """The lines a training run prints, from one process: `say` on stdout, `warn` on stderr, written beside the
+    progress bar while `progress` has one open. Silent where `enabled` is False (all processes but 0)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def say(self, message: str, file=None) -> None:
+        """One line on `file` (default stdout)."""
+        if self.enabled:
+            if self.bar is None:
+                print(message, file=file)
+            else:
+                self.bar.write(message, file=file)
+
+    def warn(self, message: str) -> None:
+        """One line on stderr."""
+        self.say(message, file=sys.stderr)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, initial: int):
+        """A tqdm bar of steps (none where disabled), closed on leaving; its `total` may be changed."""
+        self.bar = tqdm(total=total, initial=initial, disable=not self.enabled, unit="step", dynamic_ncols=True)
+        try:
+            yield self.bar
+        finally:
+            self.bar.close()
+            self.bar = None
 
 
 class MetricWriter:

@@ -6,6 +6,8 @@ from typing import Any
 import jax.numpy as jnp
 from flax import linen as nn
 
+from vdsr_jax.errors import ConfigError
+
 # pytorch-vdsr's init, N(0, sqrt(2 / (3·3·out_channels))): He-normal on fan-out, untruncated.
 he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 SPEC_FIELDS = ("depth", "features", "use_bias")
@@ -73,3 +75,11 @@ def create_model(spec: Mapping) -> VDSR:
         raise ValueError(f"model.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, not {dtype!r}")
     return VDSR(depth=depth, features=features, use_bias=use_bias, dtype=jnp.dtype(dtype),
                 zero_init_output=bool(spec.get("zero_init_output", False)))
+
+
+def model_from_config(config) -> VDSR:
+    """The VDSR of `config.model` (see `create_model`); ConfigError for an invalid field."""
+    try:
+        return create_model(config.model)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}" if str(e).startswith("model.") else str(e)) from None

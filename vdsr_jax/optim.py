@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vdsr_jax.errors import ConfigError
+
 
 def learning_rate(count, base_lr: float, decay_every, decay_factor: float = 0.1):
     """lr of update `count` (0-based): base · factor^(count // decay_every), as pytorch-vdsr's
@@ -29,25 +31,41 @@ class StepDecayState(NamedTuple):
     inner: optax.OptState  # the clip / weight-decay / momentum chain's state
 
 
+def _clip_elements(bound) -> optax.GradientTransformation:
+    return optax.stateless(lambda updates, params: jax.tree.map(lambda g: jnp.clip(g, -bound, bound), updates))
+
+
+# config.optimizer.clipping -> the clipping at learning rate `lr`
+CLIPPING = {
+    "global_norm": lambda opt, lr: optax.clip_by_global_norm(opt.clip_norm),
+    "adjustable": lambda opt, lr: _clip_elements(opt.clip_theta / lr),  # the paper: each element in [-θ/γ, θ/γ]
+}
+
+
+def check_config(config) -> None:
+    """ConfigError naming the first field of `config.optimizer` that cannot work: a clipping not in
+    `CLIPPING`, or a learning rate, clip bound or decay factor that is not > 0."""
+    opt = config.optimizer
+    if opt.clipping not in CLIPPING:
+        raise ConfigError(f"config.optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
+    for name in ("learning_rate", "clip_norm", "clip_theta", "decay_factor"):
+        if not opt[name] > 0:
+            raise ConfigError(f"config.optimizer.{name} must be > 0, not {opt[name]!r}")
+
+
 def _chain(opt, lr) -> optax.GradientTransformation:
     """clip, weight decay, momentum SGD at learning rate `lr` (a float, or a traced scalar in `update`)."""
-    if opt.clipping == "global_norm":
-        clip = optax.clip_by_global_norm(opt.clip_norm)
-    elif opt.clipping == "adjustable":  # the paper: each element into [-θ/γ, θ/γ]
-        bound = opt.clip_theta / lr
-        clip = optax.stateless(lambda updates, params: jax.tree.map(lambda g: jnp.clip(g, -bound, bound), updates))
-    else:
-        raise ValueError(f"optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
-    return optax.chain(clip, optax.add_decayed_weights(opt.weight_decay), optax.sgd(lr, momentum=opt.momentum))
+    return optax.chain(CLIPPING[opt.clipping](opt, lr), optax.add_decayed_weights(opt.weight_decay),
+                       optax.sgd(lr, momentum=opt.momentum))
 
 
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
     """From `config.optimizer`: clipping ('global_norm' or 'adjustable'), weight decay, momentum SGD, the
     learning rate dropping by `decay_factor` every `steps_per_epoch · decay_every_epochs` steps (until
-    `with_decay_every` changes that). ValueError for an unknown clipping."""
+    `with_decay_every` changes that). ConfigError for a field `check_config` refuses."""
+    check_config(config)
     opt = config.optimizer
     decay_every = steps_per_epoch * opt.decay_every_epochs
-    _chain(opt, opt.learning_rate)  # the error for a bad clipping now, not at the first update
 
     def init(params):
         # the chain's state does not depend on the lr

@@ -74,7 +74,7 @@ def _loss_and_grads(params, apply_fn, inputs, targets, micro_batch: int | None =
     return jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *parts)
 
 
-def _apply(state: TrainState, loss, grads, loss_scale: float):
+def _apply_scaled_gradients(state: TrainState, loss, grads, loss_scale: float):
     grads = jax.tree.map(lambda g: g * loss_scale, grads)
     return state.apply_gradients(grads=grads), loss * loss_scale
 
@@ -94,7 +94,7 @@ def make_train_step(mesh: Mesh, loss_scale: float = 1.0):
             in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
             out_specs=(P(), P()),
         )(state.params, inputs, targets)
-        return _apply(state, loss, grads, loss_scale)
+        return _apply_scaled_gradients(state, loss, grads, loss_scale)
 
     return step
 
@@ -122,7 +122,7 @@ def make_sampling_train_step(mesh: Mesh, batch_size: int, patch_size: int, augme
             in_specs=(P(), P(), P()),
             out_specs=(P(), P()),
         )(state.params, source, step_key)
-        return _apply(state, loss, grads, loss_scale)
+        return _apply_scaled_gradients(state, loss, grads, loss_scale)
 
     return step
 

@@ -7,23 +7,23 @@ checkpoint steps only. The command line is `vdsr-train` / `python -m vdsr_jax.tr
 """
 import math
 import os
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
-from vdsr_jax import budget as budgets, checkpoint, distributed, preemption
+from vdsr_jax import budget as budgets, checkpoint, distributed, optim, preemption
 from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches, pool
 from vdsr_jax.data.sources import DIRECT_PREFIXES, FOLDER_PREFIX, image_store, read_shapes
-from vdsr_jax.errors import ConfigError, TrainingDiverged
+from vdsr_jax.errors import ConfigError, TrainingDiverged, check_integer
 from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.media import atomic_output, write_image
-from vdsr_jax.metric_writer import MetricWriter
-from vdsr_jax.model import VDSR, create_model
+from vdsr_jax.metric_writer import MetricWriter, Reporter
+from vdsr_jax.model import model_from_config
 from vdsr_jax.optim import learning_rate, make_optimizer, with_decay_every
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.protocol import evaluate_sets
@@ -32,37 +32,26 @@ from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_tra
 
 
 def validate_config(config, device_count: int) -> None:
-    """ConfigError naming the first field that cannot work, before any data is loaded or compiled."""
-
-    def positive_int(name, value, minimum=1):
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"config.{name} must be an integer ≥ {minimum}, not {value!r}")
-
+    """ConfigError naming the first field that cannot work, before any data is loaded or compiled: the data
+    and loop fields here, the others by the module that uses them (budget, optim, pool, model)."""
     for name in ("scales", "eval_scales"):
         scales = tuple(config[name])
         if not scales or any(not isinstance(s, int) or not 2 <= s <= MAX_SCALE for s in scales):
             raise ConfigError(f"config.{name} must list integer scales in 2..{MAX_SCALE}, not {scales!r}")
-    positive_int("patch_size", config.patch_size, 2)
-    positive_int("batch_size", config.batch_size)
+    check_integer("patch_size", config.patch_size, 2)
+    check_integer("batch_size", config.batch_size)
     if config.batch_size % device_count:
         raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by the {device_count} devices")
     for name in ("num_epochs", "steps_per_epoch", "num_steps"):
-        positive_int(name, config[name], 0)
+        check_integer(name, config[name], 0)
     if config.num_steps == 0 and config.num_epochs == 0:
         raise ConfigError("config.num_epochs or config.num_steps must be > 0")
-    minutes = config.time_budget_minutes
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 <= minutes < math.inf:
-        raise ConfigError(f"config.time_budget_minutes must be a number of minutes ≥ 0 (0: none), not {minutes!r}")
+    budgets.check_config(config)
     for name in ("eval_every_steps", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"):
-        positive_int(name, config[name])
+        check_integer(name, config[name])
     if not config.downsizes or any(not 0 < d <= 1 for d in config.downsizes):
         raise ConfigError(f"config.downsizes must be factors in (0, 1], not {tuple(config.downsizes)!r}")
-    opt = config.optimizer
-    if opt.clipping not in ("global_norm", "adjustable"):
-        raise ConfigError(f"config.optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
-    for name in ("learning_rate", "clip_norm", "clip_theta", "decay_factor"):
-        if not opt[name] > 0:
-            raise ConfigError(f"config.optimizer.{name} must be > 0, not {opt[name]!r}")
+    optim.check_config(config)
     if not config.loss_scale > 0:
         raise ConfigError(f"config.loss_scale must be > 0, not {config.loss_scale!r}")
     data = config.data
@@ -72,14 +61,13 @@ def validate_config(config, device_count: int) -> None:
         if not data[name] > 0:
             raise ConfigError(f"config.data.{name} must be > 0, not {data[name]!r}")
     if data.mode == "pool":
-        for name in ("tile_size", "tiles_per_image", "refresh_tiles", "refresh_every_steps"):
-            positive_int(f"data.{name}", data[name])
-        positive_int("data.workers", data.workers, 0)
-        try:
-            pool.layout(data, config.patch_size)
-        except ValueError as e:
-            raise ConfigError(f"config.{e}") from None
+        pool.check_config(data, config.patch_size)
     model_from_config(config)
+    _check_folders(config)
+
+
+def _check_folders(config) -> None:
+    """ConfigError for a data folder (train_manual_dir, a `folder:` source, an eval set's) that is not one."""
     sources = [(config.train_data, config.train_manual_dir, "train_manual_dir")]
     sources += [(name, where, f"eval_sets.{name}") for name, where in config.eval_sets.items()]
     for source, where, field in sources:
@@ -97,24 +85,43 @@ def validate_config(config, device_count: int) -> None:
 MIB = 2**20
 
 
+class TrainingData(NamedTuple):
+    """Where the training batches come from, in either data mode."""
+
+    source_for: Callable[[int], patches.PatchSource]  # step (0-based) -> the pairs on the devices it samples
+    catalogue: patches.Catalogue  # the usable variants of the training images
+    tile_pool: pool.TilePool | None  # the pool mode's pool (its input report; closed after training)
+
+
+def training_data(config, mesh, say) -> TrainingData:
+    """The training data of `config.data.mode`, replicated over `mesh`; `say(line)` describes it. ConfigError
+    for data that gives no patch or exceeds its budget, DataError for missing data."""
+    store = image_store(config.train_data, config.data_dir, config.train_manual_dir)
+    if config.data.mode == "pool":
+        tile_pool, catalogue = open_pool(config, store, replicated(mesh), say)
+        return TrainingData(tile_pool.source_for, catalogue, tile_pool)
+    source, catalogue = exact_pairs(config, store, replicated(mesh), say)
+    return TrainingData(lambda step: source, catalogue, None)
+
+
 def exact_pairs(config, store, sharding, say):
     """The `exact` mode: (every variant's pairs on the devices, a PatchSource; the Catalogue). ConfigError
     when the images give no patch or their pairs exceed `config.data.device_budget_mib`, checked from the
     image shapes before any pixel is read. Each process reads and prepares only its share of the images."""
-    cat = catalogue_from_config(config, store)
-    need = int((cat.heights * cat.widths).sum()) * pool.BYTES_PER_PIXEL
+    catalogue = catalogue_from_config(config, store)
+    need = int((catalogue.heights * catalogue.widths).sum()) * pool.BYTES_PER_PIXEL
     if need > config.data.device_budget_mib * MIB:
         raise ConfigError(f"config.train_data {config.train_data}: the exact mode needs {need / MIB:.0f} MiB on "
                           f"each device, over config.data.device_budget_mib={config.data.device_budget_mib:g}; "
                           "raise it or use config.data.mode='pool'")
     try:
-        share = patches.prepare_share(store, cat, (jax.process_index(), jax.process_count()))
+        share = patches.prepare_share(store, catalogue, (jax.process_index(), jax.process_count()))
     except ValueError as e:  # over 2^31 pixels
         raise ConfigError(f"config.train_data {config.train_data}: {e}") from None
     say(f"data: exact mode, {len(store)} images, {need / MIB:.0f} MiB of pairs on each device")
     layout = jax.device_put(share._replace(inputs=None, targets=None), sharding)  # the same in every process
     return layout._replace(inputs=distributed.combine_shares(share.inputs, sharding),
-                           targets=distributed.combine_shares(share.targets, sharding)), cat
+                           targets=distributed.combine_shares(share.targets, sharding)), catalogue
 
 
 def catalogue_from_config(config, store) -> patches.Catalogue:
@@ -127,28 +134,20 @@ def catalogue_from_config(config, store) -> patches.Catalogue:
 
 
 def open_pool(config, store, sharding, say):
-    """The `pool` mode: the TilePool; ConfigError for data that gives no patch or a host estimate over
-    `config.data.host_budget_mib`. Reads image headers only, not pixels."""
-    cat = catalogue_from_config(config, store)
-    lay = pool.layout(config.data, config.patch_size)
+    """The `pool` mode: (the TilePool, the Catalogue); ConfigError for data that gives no patch or a host
+    estimate over `config.data.host_budget_mib`. Reads image headers only, not pixels."""
+    catalogue = catalogue_from_config(config, store)
+    layout = pool.layout_from_config(config.data, config.patch_size)
     workers = config.data.workers or max(1, (os.cpu_count() or 2) // 2)
-    host = pool.host_bytes(lay, cat.shapes, workers)
+    host = pool.host_bytes(layout, catalogue.shapes, workers)
     if host > config.data.host_budget_mib * MIB:
         raise ConfigError(f"config.data.host_budget_mib={config.data.host_budget_mib:g} is below the pool's host "
                           f"estimate of {host / MIB:.0f} MiB ({workers} workers × the largest image, 2 refreshes "
                           "of tiles); raise it, or lower data.workers or data.refresh_tiles")
-    say(f"data: pool mode, {len(store)} images, {lay.slots} tiles of {lay.tile}² = {lay.device_bytes / MIB:.1f} MiB "
-        f"on each device, {lay.refresh_tiles} replaced every {lay.refresh_every} steps; host estimate "
-        f"{host / MIB:.0f} MiB")
-    return pool.TilePool(store, cat, lay, config.seed, sharding, workers), cat
-
-
-def model_from_config(config) -> VDSR:
-    """The VDSR of `config.model`; ConfigError for an invalid field."""
-    try:
-        return create_model(config.model)
-    except ValueError as e:
-        raise ConfigError(f"config.{e}" if str(e).startswith("model.") else str(e)) from None
+    say(f"data: pool mode, {len(store)} images, {layout.slots} tiles of {layout.tile}² = "
+        f"{layout.device_bytes / MIB:.1f} MiB on each device, {layout.refresh_tiles} replaced every "
+        f"{layout.refresh_every} steps; host estimate {host / MIB:.0f} MiB")
+    return pool.TilePool(store, catalogue, layout, config.seed, sharding, workers), catalogue
 
 
 def load_eval_sets(config) -> dict[str, list[np.ndarray]]:
@@ -195,6 +194,12 @@ def _check_finite(losses: list, first_step: int, manager, stop: preemption.StopR
     return values
 
 
+def due(step: int, every: int, last: int) -> bool:
+    """Whether a periodic job (logging, evaluation, checkpoint: every `every` steps) runs after `step`: at each
+    multiple of `every` and at the run's `last` step."""
+    return step % every == 0 or step == last
+
+
 def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     """Train per `config`, writing checkpoints, logs, plot and comparison images in `workdir`.
 
@@ -210,19 +215,12 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     workdir = Path(workdir).expanduser()
     validate_config(config, jax.device_count())
     main_process = jax.process_index() == 0
-    say = print if main_process else (lambda *a, **k: None)
-    warn = lambda message: say(message, file=sys.stderr)  # noqa: E731
+    reporter = Reporter(enabled=main_process)
 
     mesh = data_mesh()
     eval_sets = load_eval_sets(config)
-    store = image_store(config.train_data, config.data_dir, config.train_manual_dir)
-    if config.data.mode == "pool":
-        tile_pool, cat = open_pool(config, store, replicated(mesh), say)
-        source_for = tile_pool.source_for
-    else:
-        tile_pool, (device_source, cat) = None, exact_pairs(config, store, replicated(mesh), say)
-        source_for = lambda step: device_source  # noqa: E731
-    epoch_patches = patches.patches_per_epoch(cat, config.patch_size)
+    data = training_data(config, mesh, reporter.say)
+    epoch_patches = patches.patches_per_epoch(data.catalogue, config.patch_size)
     steps_per_epoch = config.steps_per_epoch or math.ceil(epoch_patches / config.batch_size)
     recipe = budgets.Plan(config.num_steps or config.num_epochs * steps_per_epoch,
                           steps_per_epoch * config.optimizer.decay_every_epochs)
@@ -236,18 +234,18 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
 
     workdir.mkdir(parents=True, exist_ok=True)
     manager = checkpoint.training_manager(workdir / "checkpoints", config.keep_checkpoints)
-    state, data_key = checkpoint.restore_training(manager, state, data_key, warn=warn)
+    state, data_key = checkpoint.restore_training(manager, state, data_key, warn=reporter.warn)
     start = int(state.step)
     if main_process:
         with atomic_output(workdir / "config.json") as tmp:
             tmp.write_text(config.to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, resume_step=start) if main_process else None
     if start:
-        say(f"resuming from step {start} in {workdir / 'checkpoints'}")
+        reporter.say(f"resuming from step {start} in {workdir / 'checkpoints'}")
     kept = budgets.load_plan(workdir) if start else None
     if kept:
-        say(f"keeping this run's plan ({workdir / budgets.PLAN_FILE}): {kept.total_steps} steps, lr "
-            f"×{config.optimizer.decay_factor:g} every {kept.decay_every_steps}")
+        reporter.say(f"keeping this run's plan ({workdir / budgets.PLAN_FILE}): {kept.total_steps} steps, lr "
+                     f"×{config.optimizer.decay_factor:g} every {kept.decay_every_steps}")
     budget = (budgets.Budget(config.time_budget_minutes, started, config.eval_every_steps,
                              config.checkpoint_every_steps) if config.time_budget_minutes else None)
     plan = kept or recipe
@@ -257,30 +255,29 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     decay_every = budgets.NO_DECAY if planning and not kept else plan.decay_every_steps
     state = state.replace(opt_state=with_decay_every(state.opt_state, decay_every))
     stop_step = plan.total_steps
-    lr_at = lambda step: learning_rate(step - 1, config.optimizer.learning_rate,  # noqa: E731 - of step 1, 2, …
-                                       decay_every, config.optimizer.decay_factor)
+
+    def lr_at(step):  # of step 1, 2, …
+        return learning_rate(step - 1, config.optimizer.learning_rate, decay_every, config.optimizer.decay_factor)
 
     metrics = {}
     train_step = make_sampling_train_step(mesh, config.batch_size, config.patch_size, config.augment,
                                           config.loss_scale)
-    progress = tqdm(total=stop_step, initial=start, disable=not main_process, unit="step", dynamic_ncols=True)
     window, window_start = [], time.perf_counter()
     pool_notes = set()  # what the pool's rates were reported for, once a run each
-    progress_note = lambda message, file=None: main_process and progress.write(message, file=file)  # noqa: E731
     stop = preemption.StopRequest()
     step = start
     try:
-        with stop:
+        with stop, reporter.progress(stop_step, start) as progress:
             while step < stop_step:
                 step += 1
-                state, loss = train_step(state, source_for(step - 1), data_key)
+                state, loss = train_step(state, data.source_for(step - 1), data_key)
                 window.append(loss)
                 progress.update(1)
                 rehearsing = planning and budget.probe(step, loss)  # the end of the run, timed, at this step
                 stopping = stop.reached(step) and step < stop_step
-                logging = step % config.log_every_steps == 0 or step == stop_step or stopping or rehearsing
-                evaluating = step % config.eval_every_steps == 0 or step == stop_step or rehearsing
-                saving = step % config.checkpoint_every_steps == 0 or step == stop_step or stopping or rehearsing
+                logging = due(step, config.log_every_steps, stop_step) or stopping or rehearsing
+                evaluating = due(step, config.eval_every_steps, stop_step) or rehearsing
+                saving = due(step, config.checkpoint_every_steps, stop_step) or stopping or rehearsing
                 if not (logging or evaluating or saving):
                     continue
                 losses = _check_finite(window, step - len(window) + 1, manager, stop)
@@ -292,10 +289,10 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
                     progress.total = stop_step
                 row = {"loss": losses.mean(), "lr": lr_at(step), "steps_per_second": rate,
                        "patches_per_second": rate * config.batch_size}
-                if tile_pool:
-                    row["input_wait_fraction"], period = tile_pool.input_report(elapsed, len(window))
+                if data.tile_pool:
+                    row["input_wait_fraction"], period = data.tile_pool.input_report(elapsed, len(window))
                     if step - len(window) > start:  # the first window's time includes compiling the step
-                        _report_pool(tile_pool, row["input_wait_fraction"], period, pool_notes, progress_note)
+                        _report_pool(data.tile_pool, row["input_wait_fraction"], period, pool_notes, reporter)
                 if writer:
                     writer.write(step, row)
                 progress.set_postfix(loss=f"{losses.mean():.4g}", lr=f"{lr_at(step):.3g}")
@@ -322,23 +319,22 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
                     if not kept:
                         budgets.write_plan(workdir, plan, recipe, budget, step)
                     progress.total = stop_step
-                    progress_note(f"budget: {budget.step_seconds * 1e3:.1f} ms a step, {budget.finish_seconds:.1f} s "
-                                  f"for the evaluation, images and checkpoint; plan {plan.total_steps} of the "
-                                  f"config's {recipe.total_steps} steps, lr ×{config.optimizer.decay_factor:g} every "
-                                  f"{plan.decay_every_steps} (config: {recipe.decay_every_steps}); stopping at step "
-                                  f"{stop_step}")
+                    reporter.say(f"budget: {budget.step_seconds * 1e3:.1f} ms a step, {budget.finish_seconds:.1f} s "
+                                 f"for the evaluation, images and checkpoint; plan {plan.total_steps} of the "
+                                 f"config's {recipe.total_steps} steps, lr ×{config.optimizer.decay_factor:g} every "
+                                 f"{plan.decay_every_steps} (config: {recipe.decay_every_steps}); stopping at step "
+                                 f"{stop_step}")
                 window, window_start = [], time.perf_counter()
                 if stopping:
                     raise stop.stopped(step, manager.directory)
     finally:
-        progress.close()
         manager.close()
-        if tile_pool:
-            tile_pool.close()
+        if data.tile_pool:
+            data.tile_pool.close()
         if writer:
             writer.close()
     if budget and stop_step < recipe.total_steps:
-        say(f"budget reached after step {stop_step}" + (
+        reporter.say(f"budget reached after step {stop_step}" + (
             f"; run the same command again to continue to the planned step {plan.total_steps}"
             if stop_step < plan.total_steps else ""))
 
@@ -353,22 +349,23 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     return metrics
 
 
-def _report_pool(tile_pool, wait: float, period, notes: set, note) -> None:
+def _report_pool(tile_pool, wait: float, period, notes: set, reporter: Reporter) -> None:
     """Once a run (recorded in `notes`): the host's tile rate and the refresh period that keeps it 3× ahead of
     the steps (after the first scheduled refresh); a warning the first time training waited over 10 % for
-    tiles. `note(message, file=None)` writes a line beside the progress bar."""
+    tiles."""
     if period is None:
         return
-    lay, rate = tile_pool.lay, tile_pool.host_tiles_per_s
+    layout, rate = tile_pool.layout, tile_pool.host_tiles_per_s
     if wait > 0.1 and "input-bound" not in notes:
-        note(f"input-bound: training waited {wait:.0%} of its time for the tile pool's refresh (the host builds "
-             f"{rate:.0f} tiles/s, {lay.refresh_tiles} are due every {lay.refresh_every} steps); "
-             f"data.refresh_every_steps={period} (each tile serving more steps) or more data.workers would "
-             "keep the devices busy", file=sys.stderr)
+        reporter.warn(f"input-bound: training waited {wait:.0%} of its time for the tile pool's refresh (the host "
+                      f"builds {rate:.0f} tiles/s, {layout.refresh_tiles} are due every {layout.refresh_every} "
+                      f"steps); data.refresh_every_steps={period} (each tile serving more steps) or more "
+                      "data.workers would keep the devices busy")
         notes.update({"input-bound", "rate"})
     elif "rate" not in notes:
-        note(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} step{'s' * (period > 1)} would "
-             f"keep it 3× ahead of these steps (data.refresh_every_steps={lay.refresh_every})")
+        reporter.say(f"data: the host builds {rate:.0f} tiles/s; refreshing every {period} "
+                     f"step{'s' * (period > 1)} would keep it 3× ahead of these steps "
+                     f"(data.refresh_every_steps={layout.refresh_every})")
         notes.add("rate")
 
 

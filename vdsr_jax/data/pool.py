@@ -39,14 +39,15 @@ import numpy as np
 from vdsr_jax.color import luminance
 from vdsr_jax.data.patches import Catalogue, PatchSource, variant_shape
 from vdsr_jax.data.sources import ImageStore
+from vdsr_jax.errors import ConfigError, check_integer
 from vdsr_jax.resize import resize_plan
 
 BYTES_PER_PIXEL = 8  # float32 input + float32 target
 
 
-def _apply(img: np.ndarray, plan: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+def _resize_with(img: np.ndarray, matrices: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
     """Resize along each (dim, dense weights) in order, as `imresize` does."""
-    for dim, matrix in plan:
+    for dim, matrix in matrices:
         img = np.moveaxis(np.tensordot(matrix, img, axes=([1], [dim])), 0, dim)
     return img
 
@@ -67,30 +68,30 @@ def tile_pair(image: np.ndarray, downsize: float, scale: int, top: int, left: in
         lr_hw[dim] = len(weights.first)
     grow = resize_plan(tuple(lr_hw), scale=float(scale))
     window = {0: slice(top, top + height), 1: slice(left, left + width)}
-    lr_span, up = {}, []
+    lr_span, grow_matrices = {}, []
     for dim, weights in grow:
         lr_span[dim], matrix = weights.window(window[dim])
-        up.append((dim, matrix))
-    hr_span, dn = {}, []
+        grow_matrices.append((dim, matrix))
+    hr_span, shrink_matrices = {}, []
     for dim, weights in shrink:
         hr_span[dim], matrix = weights.window(lr_span[dim])
-        dn.append((dim, matrix))
+        shrink_matrices.append((dim, matrix))
     need = {d: slice(min(hr_span[d].start, window[d].start), max(hr_span[d].stop, window[d].stop)) for d in (0, 1)}
     if down_plan is None:
         variant = luminance(image[need[0], need[1]], integer=True)
     else:
-        spans, plan = {}, []
+        original_span, downsize_matrices = {}, []
         for dim, weights in down_plan:
-            spans[dim], matrix = weights.window(need[dim])
-            plan.append((dim, matrix))
-        variant = _apply(luminance(image[spans[0], spans[1]], integer=True), plan)
+            original_span[dim], matrix = weights.window(need[dim])
+            downsize_matrices.append((dim, matrix))
+        variant = _resize_with(luminance(image[original_span[0], original_span[1]], integer=True), downsize_matrices)
 
     def crop(span0, span1):
         return variant[span0.start - need[0].start:span0.stop - need[0].start,
                        span1.start - need[1].start:span1.stop - need[1].start]
 
     target = crop(window[0], window[1])
-    return _apply(_apply(crop(hr_span[0], hr_span[1]), dn), up), target
+    return _resize_with(_resize_with(crop(hr_span[0], hr_span[1]), shrink_matrices), grow_matrices), target
 
 
 class PoolLayout(NamedTuple):
@@ -114,84 +115,94 @@ class PoolLayout(NamedTuple):
         return self.refresh_tiles * self.tile**2 * BYTES_PER_PIXEL
 
 
-def layout(data_config, patch_size: int) -> PoolLayout:
-    """The pool that `config.data` asks for; ValueError naming the field when it cannot hold one batch."""
-    tile, per_image, refresh = int(data_config.tile_size), int(data_config.tiles_per_image), int(
-        data_config.refresh_tiles)
+def layout_from_config(data_config, patch_size: int) -> PoolLayout:
+    """The pool that `config.data` asks for (its `device_budget_mib` > 0); ConfigError naming the first pool
+    field that is not a positive integer or that leaves the pool unable to hold one batch."""
+    for name in ("tile_size", "tiles_per_image", "refresh_tiles", "refresh_every_steps"):
+        check_integer(f"data.{name}", data_config[name])
+    tile, per_image, refresh = data_config.tile_size, data_config.tiles_per_image, data_config.refresh_tiles
     if tile < patch_size:
-        raise ValueError(f"data.tile_size={tile} is smaller than the patch ({patch_size})")
-    if per_image < 1 or refresh < per_image or refresh % per_image:
-        raise ValueError(f"data.refresh_tiles={refresh} must be a positive multiple of data.tiles_per_image="
-                         f"{per_image}")
+        raise ConfigError(f"config.data.tile_size={tile} is smaller than the patch ({patch_size})")
+    if refresh % per_image:
+        raise ConfigError(f"config.data.refresh_tiles={refresh} must be a positive multiple of "
+                          f"data.tiles_per_image={per_image}")
     slot_bytes = tile * tile * BYTES_PER_PIXEL + 12
     slots = int(data_config.device_budget_mib * 2**20 // slot_bytes) // refresh * refresh
     if slots < refresh:
         need = math.ceil(refresh * slot_bytes / 2**20)
-        raise ValueError(f"data.device_budget_mib={data_config.device_budget_mib:g} is too small for one refresh "
-                         f"of {refresh} tiles of {tile}×{tile} (one batch's pool): it needs ≥ {need} MiB")
-    return PoolLayout(slots, tile, per_image, refresh, int(data_config.refresh_every_steps))
+        raise ConfigError(f"config.data.device_budget_mib={data_config.device_budget_mib:g} is too small for one "
+                          f"refresh of {refresh} tiles of {tile}×{tile} (one batch's pool): it needs ≥ {need} MiB")
+    return PoolLayout(slots, tile, per_image, refresh, data_config.refresh_every_steps)
 
 
-def group_plan(seed: int, epoch: int, group: int, cat: Catalogue, lay: PoolLayout):
+def check_config(data_config, patch_size: int) -> None:
+    """ConfigError naming the first `config.data` field of the pool mode that cannot work."""
+    layout_from_config(data_config, patch_size)
+    check_integer("data.workers", data_config.workers, 0)
+
+
+def group_plan(seed: int, epoch: int, group: int, catalogue: Catalogue, layout: PoolLayout):
     """(image, [(downsize, scale, top, left, height, width)] × per_image): a pure function of its arguments."""
     rng = np.random.default_rng([seed, epoch, group])
-    image = int(rng.choice(len(cat.weights), p=cat.weights / cat.weights.sum()))
-    options = cat.variants[image]
+    image = int(rng.choice(len(catalogue.weights), p=catalogue.weights / catalogue.weights.sum()))
+    options = catalogue.variants[image]
     positions = np.array([vh * vw for _, _, vh, vw in options], np.float64)
     tiles = []
-    for _ in range(lay.per_image):
+    for _ in range(layout.per_image):
         d, s, vh, vw = options[int(rng.choice(len(options), p=positions / positions.sum()))]
-        th, tw = min(lay.tile, vh), min(lay.tile, vw)
+        th, tw = min(layout.tile, vh), min(layout.tile, vw)
         tiles.append((d, s, int(rng.integers(0, vh - th + 1)), int(rng.integers(0, vw - tw + 1)), th, tw))
     return image, tiles
 
 
-def last_refresh(group: int, epoch: int, lay: PoolLayout) -> int:
+def last_refresh(group: int, epoch: int, layout: PoolLayout) -> int:
     """The pool epoch at which `group` was last filled: all groups at 0, then `refresh_tiles` slots a time."""
-    per_refresh = lay.refresh_tiles // lay.per_image
-    cycle = lay.groups // per_refresh
-    batch = group // per_refresh
-    if epoch < batch + 1:
+    per_refresh = layout.refresh_tiles // layout.per_image
+    cycle = layout.groups // per_refresh
+    refresh_group = group // per_refresh  # the groups replaced together, at epochs 1 + refresh_group + k·cycle
+    if epoch < refresh_group + 1:
         return 0
-    return epoch - (epoch - 1 - batch) % cycle
+    return epoch - (epoch - 1 - refresh_group) % cycle
 
 
-def groups_refreshed_at(epoch: int, lay: PoolLayout) -> list[int]:
+def groups_refreshed_at(epoch: int, layout: PoolLayout) -> list[int]:
+    """The tile groups (re)built at pool epoch `epoch`: all of them at 0, then one refresh group a time."""
     if epoch == 0:
-        return list(range(lay.groups))
-    per_refresh = lay.refresh_tiles // lay.per_image
-    batch = (epoch - 1) % (lay.groups // per_refresh)
-    return list(range(batch * per_refresh, (batch + 1) * per_refresh))
+        return list(range(layout.groups))
+    per_refresh = layout.refresh_tiles // layout.per_image
+    refresh_group = (epoch - 1) % (layout.groups // per_refresh)
+    return list(range(refresh_group * per_refresh, (refresh_group + 1) * per_refresh))
 
 
 class TilePool:
     """The device pool and its background refresh. `source_for(step)` returns the `PatchSource` to train
     step `step` (0-based: the state's step before the update) on."""
 
-    def __init__(self, store: ImageStore, cat: Catalogue, lay: PoolLayout, seed: int, sharding=None,
+    def __init__(self, store: ImageStore, catalogue: Catalogue, layout: PoolLayout, seed: int, sharding=None,
                  workers: int = 0):
-        self.store, self.cat, self.lay, self.seed, self.sharding = store, cat, lay, seed, sharding
+        self.store, self.catalogue, self.layout, self.seed = store, catalogue, layout, seed
+        self.sharding = sharding
         self.workers = concurrent.futures.ThreadPoolExecutor(workers or max(1, (os.cpu_count() or 2) // 2))
         self.background = concurrent.futures.ThreadPoolExecutor(1)  # runs `_refresh_share` on `workers`
         self.epoch, self.source, self._next = None, None, None
         self.waited, self.host_seconds, self.host_tiles = 0.0, 0.0, 0
-        tile_px = lay.tile**2
-        self.offsets = (np.arange(lay.slots, dtype=np.int64) * tile_px).astype(np.int32)
-        if lay.slots * tile_px >= 2**31:
+        tile_pixels = layout.tile**2
+        self.offsets = (np.arange(layout.slots, dtype=np.int64) * tile_pixels).astype(np.int32)
+        if layout.slots * tile_pixels >= 2**31:
             raise ValueError("the pool exceeds 2^31 pixels; lower data.device_budget_mib or data.tile_size")
-        self._update = jax.jit(_update, donate_argnums=0, out_shardings=sharding)
+        self._write_slots = jax.jit(_write_slots, donate_argnums=0, out_shardings=sharding)
 
     def close(self):
         self.background.shutdown(wait=False, cancel_futures=True)
         self.workers.shutdown(wait=False, cancel_futures=True)
 
     # -- host side ----------------------------------------------------------------------------------------
-    def _build_group(self, epoch: int, group: int):
-        image_index, tiles = group_plan(self.seed, epoch, group, self.cat, self.lay)
+    def _build_group(self, group: int, epoch: int):
+        image_index, tiles = group_plan(self.seed, epoch, group, self.catalogue, self.layout)
         image = self.store[image_index]
-        t = self.lay.tile
-        inputs = np.zeros((len(tiles), t * t), np.float32)
-        targets = np.zeros((len(tiles), t * t), np.float32)
+        tile_pixels = self.layout.tile**2
+        inputs = np.zeros((len(tiles), tile_pixels), np.float32)
+        targets = np.zeros((len(tiles), tile_pixels), np.float32)
         meta = np.zeros((len(tiles), 3), np.int32)
         for k, (d, s, top, left, th, tw) in enumerate(tiles):
             lr_up, hr = tile_pair(image, d, s, top, left, th, tw)
@@ -203,14 +214,14 @@ class TilePool:
         """This process's share of the tile groups of the given (group, epoch) pairs, built by the workers:
         the host work of a refresh, with no collective, so any thread may run it."""
         rank, n = jax.process_index(), jax.process_count()
-        return list(self.workers.map(lambda ge: self._build_group(ge[1], ge[0]), groups_with_epochs[rank::n]))
+        return list(self.workers.map(lambda group_epoch: self._build_group(*group_epoch), groups_with_epochs[rank::n]))
 
     def _refresh_share(self, groups_with_epochs: list[tuple[int, int]]) -> list:
         """`build_share` of a scheduled refresh, timed: the host's tile rate while training runs."""
         start = time.perf_counter()
         built = self.build_share(groups_with_epochs)
         self.host_seconds += time.perf_counter() - start
-        self.host_tiles += len(built) * self.lay.per_image
+        self.host_tiles += len(built) * self.layout.per_image
         return built
 
     def gather(self, groups_with_epochs: list[tuple[int, int]], built: list):
@@ -218,7 +229,7 @@ class TilePool:
         `build_share`: an all-gather with several processes, so every process calls it at the same point,
         on its main thread."""
         rank, n = jax.process_index(), jax.process_count()
-        per = self.lay.per_image
+        per_image = self.layout.per_image
         mine = groups_with_epochs[rank::n]
         if n == 1:
             inputs = np.concatenate([b[0] for b in built])
@@ -229,20 +240,20 @@ class TilePool:
             from jax.experimental import multihost_utils
 
             rounds = -(-len(groups_with_epochs) // n)
-            t2 = self.lay.tile**2
+            tile_pixels = self.layout.tile**2
             pad = lambda arrays, shape, dtype: np.concatenate(  # noqa: E731
-                arrays + [np.zeros((rounds * per - sum(len(a) for a in arrays),) + shape, dtype)])
-            local = (pad([b[0] for b in built], (t2,), np.float32), pad([b[1] for b in built], (t2,), np.float32),
-                     pad([b[2] for b in built], (3,), np.int32))
-            gathered = [np.asarray(a) for a in multihost_utils.process_allgather(local)]  # (n, rounds·per, …)
+                arrays + [np.zeros((rounds * per_image - sum(len(a) for a in arrays),) + shape, dtype)])
+            local = (pad([b[0] for b in built], (tile_pixels,), np.float32),
+                     pad([b[1] for b in built], (tile_pixels,), np.float32), pad([b[2] for b in built], (3,), np.int32))
+            gathered = [np.asarray(a) for a in multihost_utils.process_allgather(local)]  # (n, rounds·per_image, …)
             order, parts = [], ([], [], [])
             for r in range(n):
                 theirs = groups_with_epochs[r::n]
                 order += [g for g, _ in theirs]
                 for part, array in zip(parts, gathered):
-                    part.append(array[r, :len(theirs) * per])
+                    part.append(array[r, :len(theirs) * per_image])
             inputs, targets, meta = (np.concatenate(p) for p in parts)
-        slots = np.concatenate([np.arange(g * per, (g + 1) * per) for g in order]).astype(np.int32)
+        slots = np.concatenate([np.arange(g * per_image, (g + 1) * per_image) for g in order]).astype(np.int32)
         return slots, inputs, targets, meta
 
     def build(self, groups_with_epochs: list[tuple[int, int]]):
@@ -269,31 +280,31 @@ class TilePool:
         if not self.host_seconds:
             return waited / seconds, None
         step_seconds = max(seconds - waited, 1e-6) / steps
-        refresh_seconds = self.lay.refresh_tiles / jax.process_count() / self.host_tiles_per_s
+        refresh_seconds = self.layout.refresh_tiles / jax.process_count() / self.host_tiles_per_s
         period = math.ceil(3 * refresh_seconds / step_seconds)
         if waited > 0.1 * seconds:
-            period = max(period, 2 * self.lay.refresh_every)
+            period = max(period, 2 * self.layout.refresh_every)
         return waited / seconds, period
 
     def _groups_at(self, epoch: int, full: bool) -> list[tuple[int, int]]:
         if full:
-            return [(g, last_refresh(g, epoch, self.lay)) for g in range(self.lay.groups)]
-        return [(g, epoch) for g in groups_refreshed_at(epoch, self.lay)]
+            return [(g, last_refresh(g, epoch, self.layout)) for g in range(self.layout.groups)]
+        return [(g, epoch) for g in groups_refreshed_at(epoch, self.layout)]
 
     # -- device side --------------------------------------------------------------------------------------
     def _install(self, built) -> None:
         slots, inputs, targets, meta = built
         if self.source is None:
-            t2 = self.lay.tile**2
-            empty = PatchSource(np.zeros(self.lay.slots * t2, np.float32), np.zeros(self.lay.slots * t2, np.float32),
-                                self.offsets, np.ones(self.lay.slots, np.int32),
-                                np.ones(self.lay.slots, np.int32), np.ones(self.lay.slots, np.int32))
+            pixels, count = self.layout.slots * self.layout.tile**2, self.layout.slots
+            empty = PatchSource(np.zeros(pixels, np.float32), np.zeros(pixels, np.float32), self.offsets,
+                                np.ones(count, np.int32), np.ones(count, np.int32), np.ones(count, np.int32))
             self.source = jax.device_put(empty, self.sharding)
-        put = lambda a: jax.device_put(a, self.sharding)  # noqa: E731
-        self.source = self._update(self.source, put(slots), put(inputs), put(targets), put(meta))
+        to_devices = lambda a: jax.device_put(a, self.sharding)  # noqa: E731
+        self.source = self._write_slots(self.source, to_devices(slots), to_devices(inputs), to_devices(targets),
+                                        to_devices(meta))
 
     def source_for(self, step: int) -> PatchSource:
-        epoch = step // self.lay.refresh_every
+        epoch = step // self.layout.refresh_every
         if epoch != self.epoch:
             if self._next is not None and self._next[0] == epoch:
                 start = time.perf_counter()
@@ -306,7 +317,7 @@ class TilePool:
                     concurrent.futures.wait([self._next[2]])
                 self.source = None
                 every = self._groups_at(epoch, full=True)
-                chunk = self.lay.refresh_tiles // self.lay.per_image
+                chunk = self.layout.refresh_tiles // self.layout.per_image
                 for first in range(0, len(every), chunk):
                     self._install(self.build(every[first:first + chunk]))
             self.epoch = epoch
@@ -317,7 +328,8 @@ class TilePool:
         return self.source
 
 
-def _update(source: PatchSource, slots, inputs, targets, meta) -> PatchSource:
+def _write_slots(source: PatchSource, slots, inputs, targets, meta) -> PatchSource:
+    """`source` with the tiles of `slots` replaced by (inputs, targets, meta: height, width, scale)."""
     count = source.heights.shape[0]
     flat = lambda a, new: a.reshape(count, -1).at[slots].set(new).reshape(-1)  # noqa: E731
     return PatchSource(flat(source.inputs, inputs), flat(source.targets, targets), source.offsets,
@@ -325,9 +337,9 @@ def _update(source: PatchSource, slots, inputs, targets, meta) -> PatchSource:
                        source.scales.at[slots].set(meta[:, 2]))
 
 
-def host_bytes(lay: PoolLayout, shapes: np.ndarray, workers: int) -> int:
+def host_bytes(layout: PoolLayout, shapes: np.ndarray, workers: int) -> int:
     """An upper estimate of the host memory the pool needs beyond the program: per worker one decoded image
     (≤ 8 bytes a pixel: 16-bit RGBA) and its PNG record, and two refreshes of tiles (one being built, one
     being installed). The float64 windows `tile_pair` works on are a few tiles' worth."""
     largest = int((shapes[:, 0] * shapes[:, 1]).max()) if len(shapes) else 0
-    return workers * largest * 16 + 2 * lay.refresh_bytes()
+    return workers * largest * 16 + 2 * layout.refresh_bytes()
