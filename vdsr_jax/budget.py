@@ -31,7 +31,7 @@ from vdsr_jax.media import atomic_output
 
 PLAN_FILE = "plan.json"
 PROBE_SECONDS = 2.0  # the step time is measured over at least this long (after the compiled first step)
-PROBE_CHECK_EVERY = 10  # steps between the probe's waits for the device
+MIN_PLANNED_STEPS = 20  # fewer steps left than this: the run goes on as planned, without probing
 MARGIN = 0.9  # of the time left that the planned steps may use; the later checks allow all of it
 NO_DECAY = 2**31 - 1  # decay_every while the probe runs: the base lr
 
@@ -90,13 +90,15 @@ class Budget:
         self.step_seconds = self.finish_seconds = None
 
     def probe(self, step: int, loss) -> bool:
-        """Waits for the device at the first step and every PROBE_CHECK_EVERY steps after it; True once the
-        steps after the first have taken PROBE_SECONDS (process 0's clock)."""
+        """Waits for the device at the first step and at 1, 2, 4, 8, … steps after it (few waits where steps
+        are fast, an early answer where they are slow); True once the steps after the first have taken
+        PROBE_SECONDS (process 0's clock)."""
         if self.first_step is None:
             jax.block_until_ready(loss)
             self.first_step, self.first_time = step, time.perf_counter()
             return False
-        if (step - self.first_step) % PROBE_CHECK_EVERY:
+        steps = step - self.first_step
+        if steps & (steps - 1):  # not a power of two
             return False
         jax.block_until_ready(loss)
         elapsed = time.perf_counter() - self.first_time

@@ -37,10 +37,14 @@ def main(argv=None) -> int:
     from ml_collections import config_flags
 
     def one_line(error: Exception) -> int:
-        unknown = isinstance(error, (AttributeError, KeyError))
-        # KeyError quotes its key; ml_collections' message is a quoted name already
-        field = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip("'\"")
-        message = f"no such config field in an override: {field}" if unknown else str(error)
+        message = str(error)
+        if isinstance(error, (AttributeError, KeyError)):  # an unknown field
+            text = error
+            while isinstance(text, BaseException) and text.args:  # AttributeError(KeyError("'x'\nDid you mean …"))
+                text = text.args[0]
+            field, _, hint = str(text).partition("\n")  # ml_collections quotes the name, then suggests one
+            message = f"no such config field in an override: {field.strip(chr(39) + chr(34))}" + (
+                f" ({hint.strip()})" if hint.strip() else "")
         print("error: " + " ".join(message.split()), file=sys.stderr)
         return 1
 

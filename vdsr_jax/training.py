@@ -249,7 +249,7 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     budget = (budgets.Budget(config.time_budget_minutes, started, config.eval_every_steps,
                              config.checkpoint_every_steps) if config.time_budget_minutes else None)
     plan = kept or recipe
-    planning = budget is not None and plan.total_steps - start > 2 * budgets.PROBE_CHECK_EVERY
+    planning = budget is not None and plan.total_steps - start > budgets.MIN_PLANNED_STEPS
     # the steps before a new budget's plan run at the base lr, the plan's schedule (a value in the state) after;
     # a resumed run's kept plan holds from its first step
     decay_every = budgets.NO_DECAY if planning and not kept else plan.decay_every_steps
@@ -259,7 +259,7 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     def lr_at(step):  # of step 1, 2, …
         return learning_rate(step - 1, config.optimizer.learning_rate, decay_every, config.optimizer.decay_factor)
 
-    metrics = {}
+    metrics, comparisons, compared_at = {}, [], None
     train_step = make_sampling_train_step(mesh, config.batch_size, config.patch_size, config.augment,
                                           config.loss_scale)
     window, window_start = [], time.perf_counter()
@@ -304,9 +304,10 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
                         writer.write(step, metrics)
                         writer.plot()
                 if rehearsing and main_process:
-                    write_comparisons(TiledVDSR(model, distributed.local_copy(state.params)),
-                                      next(iter(eval_sets.values())), config.eval_scales[0], workdir / "images",
-                                      config.comparison_images)
+                    comparisons = write_comparisons(TiledVDSR(model, distributed.local_copy(state.params)),
+                                                    next(iter(eval_sets.values())), config.eval_scales[0],
+                                                    workdir / "images", config.comparison_images)
+                    compared_at = step
                 if saving:
                     psnrs = [v for k, v in metrics.items() if k.startswith("psnr/")]
                     best = {checkpoint.BEST_METRIC: float(np.mean(psnrs))} if evaluating and psnrs else None
@@ -333,7 +334,10 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
             data.tile_pool.close()
         if writer:
             writer.close()
-    if budget and stop_step < recipe.total_steps:
+    if kept and start >= kept.total_steps:
+        reporter.say(f"nothing left to train: this workdir's plan of {kept.total_steps} steps is done "
+                     f"({workdir / budgets.PLAN_FILE}); another workdir starts a new run")
+    elif budget and stop_step < recipe.total_steps:
         reporter.say(f"budget reached after step {stop_step}" + (
             f"; run the same command again to continue to the planned step {plan.total_steps}"
             if stop_step < plan.total_steps else ""))
@@ -342,9 +346,9 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     if not metrics:  # nothing was left to train: a finished run started again
         metrics = evaluate(predict, eval_sets, config.eval_scales)
     if main_process:
-        first_set = next(iter(eval_sets.values()))
-        comparisons = write_comparisons(predict, first_set, config.eval_scales[0], workdir / "images",
-                                        config.comparison_images)
+        if compared_at != step:  # a rehearsal at the last step wrote them already
+            comparisons = write_comparisons(predict, next(iter(eval_sets.values())), config.eval_scales[0],
+                                            workdir / "images", config.comparison_images)
         report(metrics, config, workdir, comparisons)
     return metrics
 
