@@ -49,8 +49,8 @@ def check_config(config) -> None:
     if opt.clipping not in CLIPPING:
         raise ConfigError(f"config.optimizer.clipping must be 'global_norm' or 'adjustable', not {opt.clipping!r}")
     for name in ("learning_rate", "clip_norm", "clip_theta", "decay_factor"):
-        if not opt[name] > 0:
-            raise ConfigError(f"config.optimizer.{name} must be > 0, not {opt[name]!r}")
+        if not getattr(opt, name) > 0:
+            raise ConfigError(f"config.optimizer.{name} must be > 0, not {getattr(opt, name)!r}")
 
 
 def _chain(opt, lr) -> optax.GradientTransformation:
