@@ -38,8 +38,10 @@ def main(argv=None) -> int:
 
     def one_line(error: Exception) -> int:
         unknown = isinstance(error, (AttributeError, KeyError))
+        if isinstance(error, AttributeError) and error.args and isinstance(error.args[0], KeyError):
+            error = error.args[0]  # ml_collections wraps the KeyError that names the field (and a close one)
         # KeyError quotes its key; ml_collections' message is a quoted name already
-        field = str(error.args[0] if isinstance(error, KeyError) and error.args else error).strip("'\"")
+        field = str(error.args[0] if isinstance(error, KeyError) and error.args else error).replace("'", "")
         message = f"no such config field in an override: {field}" if unknown else str(error)
         print("error: " + " ".join(message.split()), file=sys.stderr)
         return 1
