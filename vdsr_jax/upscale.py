@@ -43,7 +43,8 @@ from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.errors import ImageError, UserError, known_names
 from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
 from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_encodable,
-                            check_writable, is_frame_file, list_images, read_image, refuse_existing, transcode, write_image)
+                            check_writable, is_frame_file, list_images, read_image, refuse_existing, transcode,
+                            write_image)
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
