@@ -508,12 +508,18 @@ def test_upscale_refuses_a_misspelt_output_format(tmp_path, capsys, tiny):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
 
 
-def test_convert_and_training_check_their_output_location_before_any_work(tmp_path, capsys, monkeypatch):
+def test_convert_checks_its_output_location_before_reading(tmp_path, capsys):
+    needs_torch()
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be\n")
     # the torch file is absent: the output is refused first, so it is never read
     one_error_line(capsys, convert.main(["--from-torch", str(tmp_path / "absent.pth"),
                                          "--out", str(blocker / "ckpt")]), str(blocker), "not a folder")
+
+
+def test_training_checks_its_workdir_before_any_work(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be\n")
     monkeypatch.setattr(training, "load_eval_sets", lambda *a: pytest.fail("data loaded before the workdir check"))
     with pytest.raises(UserError, match=f"{blocker} is a file, not a folder"):
         training.train_and_evaluate(demo.get_config(), blocker / "run")

@@ -222,6 +222,7 @@ def from_torch(torch_path, out_dir, overwrite: bool = False) -> tuple[Path, list
     """Convert a torch file (see `load_torch_state_dict`) to a vdsr_jax checkpoint folder `out_dir`;
     returns (the folder, notes on inexact dtype conversions). See `checkpoint.save_model` for `overwrite`; the
     output location is checked before the torch file is read."""
+    _torch()  # first: without torch nothing else matters
     check_writable(out_dir, folder=True)
     refuse_existing(Path(out_dir).expanduser(), overwrite)
     state, notes = load_torch_state_dict(torch_path)

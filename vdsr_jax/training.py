@@ -86,19 +86,20 @@ def _check_folders(config) -> None:
     sources = [(config.train_data, config.train_manual_dir, "train_manual_dir")]
     sources += [(name, where, f"eval_sets.{name}") for name, where in config.eval_sets.items()]
     for source, where, field in sources:
-        try:
-            check_source(where if where.startswith(DIRECT_PREFIXES) else source)
-        except DataError as e:
-            raise ConfigError(f"config.{'train_data' if field == 'train_manual_dir' else field}: {e}") from None
+        spec, named_by = where if where.startswith(DIRECT_PREFIXES) else source, field
         if source.startswith(FOLDER_PREFIX):  # train_data
             where, field = source.removeprefix(FOLDER_PREFIX), "train_data"
         elif where.startswith(FOLDER_PREFIX):  # an eval set
             where = where.removeprefix(FOLDER_PREFIX)
         elif source.startswith(SKIMAGE_PREFIX) or where.startswith(SKIMAGE_PREFIX):
-            continue
+            where = ""
         if where and not Path(where).expanduser().is_dir():
             state = "is a file, not a folder of images" if Path(where).expanduser().exists() else "does not exist"
             raise ConfigError(f"config.{field}: data folder {where} {state}")
+        try:
+            check_source(spec)
+        except DataError as e:
+            raise ConfigError(f"config.{'train_data' if named_by == 'train_manual_dir' else named_by}: {e}") from None
 
 
 MIB = 2**20
