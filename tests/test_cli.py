@@ -81,7 +81,7 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
     (["--config.no_such_field=1"], "no such config field in an override: no_such_field"),
     (["--config.num_stepz=1"],  # ml_collections' suggestion, as text (not a repr with \' and \n)
      'no such config field in an override: num_stepz (Did you mean "num_steps" instead of "num_stepz"?)'),
-    (["--config", "missing_config.py"], "--config missing_config.py: no such file, and not an installed config (x234,"),
+    (["--config", "missing_config.py"], "--config missing_config.py: no such file, and not an installed config; known: x234,"),
     (["--config=nosuchconfig"], "--config nosuchconfig: no such file"),
     (["--no_such_flag"], "no_such_flag"),
 ])

@@ -3,6 +3,7 @@ place it can reach. Where the input cannot be handled: one `error:` line on stde
 traceback, and no partial or silently wrong output. Commands run in-process (capsys) for speed, and at least
 once each in a subprocess, as a user runs them."""
 import collections
+import contextlib
 import json
 import struct
 import zlib
@@ -14,12 +15,13 @@ import pytest
 from conftest import assert_one_error_line, needs_torch, run_cli
 from PIL import Image
 
-from vdsr_jax import checkpoint, convert, evaluate, media, upscale
+from vdsr_jax import checkpoint, configs, convert, evaluate, media, training, upscale
 from vdsr_jax import data as datasets
 from vdsr_jax.configs import demo
-from vdsr_jax.errors import ConfigError
+from vdsr_jax.errors import ConfigError, UserError
 from vdsr_jax.metric_writer import MetricWriter
 from vdsr_jax.model import VDSR
+from vdsr_jax.protocol import evaluate_image
 from vdsr_jax.training import validate_config
 
 TINY = VDSR(depth=3, features=8)
@@ -441,3 +443,102 @@ def test_grey_16_bit_and_grey_alpha_stay_grey(tmp_path, tiny):
                          "--scale", "2", "-o", str(tmp_path / "o")]) == 0
     g16, la = (media.read_image(tmp_path / "o" / n) for n in ("g16_x2.png", "la_x2.png"))
     assert (g16.shape, g16.dtype, la.shape, la.dtype) == ((24, 20, 1), np.uint16, (24, 20, 2), np.uint8)
+
+
+def test_evaluate_names_folders_of_the_same_name_by_their_paths(tmp_path, capsys, tiny):
+    images = {"A": picture(30, 33, seed=1), "B": picture(30, 33, seed=2)}
+    folders = [folder_of(tmp_path / name / "HR", {"x.png": pixels}) for name, pixels in images.items()]
+    out = tmp_path / "r.json"
+    argv = ["--checkpoint", str(tiny[0]), "--scales", "2", "--json", str(out)]
+    assert evaluate.main([*argv, "--data-dir", str(folders[0]), "--data-dir", str(folders[1])]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [row["dataset"] for row in rows] == ["A/HR", "B/HR"]
+    # each row holds its own folder's image: bicubic PSNR of that image alone, by the protocol's own function
+    for row, pixels in zip(rows, images.values()):
+        assert row["bicubic_psnr"] == evaluate_image(lambda y: y, pixels, 2)["bicubic_psnr"]
+    table = capsys.readouterr().out
+    assert "| A/HR | ×2 | 1 |" in table and "| B/HR | ×2 | 1 |" in table
+    one_error_line(capsys, evaluate.main([*argv, "--overwrite", "--data-dir", str(folders[0]),
+                                          "--data-dir", str(tmp_path / "A" / "." / "HR")]), "given twice")
+
+
+def test_evaluate_checks_the_json_location_first_and_keeps_the_table_when_writing_fails(tmp_path, capsys, tiny,
+                                                                                         monkeypatch):
+    folder = folder_of(tmp_path / "HR", {"x.png": picture(30, 33)})
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be\n")
+    argv = ["--checkpoint", str(tiny[0]), "--scales", "2", "--data-dir", str(folder)]
+    monkeypatch.setattr(evaluate, "evaluate_sets", lambda *a: pytest.fail("evaluated before checking --json"))
+    one_error_line(capsys, evaluate.main([*argv, "--json", str(blocker / "r.json")]), str(blocker), "not a folder")
+    monkeypatch.undo()
+
+    @contextlib.contextmanager
+    def failing_output(path):
+        raise UserError(f"cannot write {path}: disk full")
+        yield
+
+    monkeypatch.setattr(evaluate, "atomic_output", failing_output)
+    status = evaluate.main([*argv, "--json", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    assert status == 1 and "| HR | ×2 | 1 |" in captured.out
+    assert captured.err.strip() == f"error: cannot write {tmp_path / 'r.json'}: disk full"
+
+
+@pytest.mark.parametrize("layout, compare, fragments", [
+    ({"a/x.png": 1, "b/x.png": 2}, False, ["a/x.png", "b/x.png", "x_x2.png"]),
+    ({"a/x.png": 1, "a/x.jpg": 2}, True, ["x.png", "x.jpg", "x_x2_compare.png"]),
+])
+def test_upscale_refuses_two_files_written_to_one_path_before_any_work(tmp_path, capsys, tiny, monkeypatch,
+                                                                       layout, compare, fragments):
+    inputs = []
+    for name, seed in layout.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        media.write_image(tmp_path / name, picture(12, 10, seed=seed))
+        inputs.append(str(tmp_path / name))
+    monkeypatch.setattr(upscale, "load_any", lambda *a: pytest.fail("weights loaded before the outputs were checked"))
+    argv = [*inputs, "--scale", "2", "-o", str(tmp_path / "out"), *(["--compare"] if compare else [])]
+    one_error_line(capsys, upscale.main(argv), *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_upscale_refuses_a_misspelt_output_format(tmp_path, capsys, tiny):
+    media.write_image(tmp_path / "x.png", picture(12, 10))
+    one_error_line(capsys, upscale.main([str(tmp_path / "x.png"), "--checkpoint", str(tiny[0]), "--scale", "2",
+                                         "-o", str(tmp_path / "out.pnj")]), ".pnj", "'.png'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_convert_checks_its_output_location_before_reading(tmp_path, capsys):
+    needs_torch()
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be\n")
+    # the torch file is absent: the output is refused first, so it is never read
+    one_error_line(capsys, convert.main(["--from-torch", str(tmp_path / "absent.pth"),
+                                         "--out", str(blocker / "ckpt")]), str(blocker), "not a folder")
+
+
+def test_training_checks_its_workdir_before_any_work(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be\n")
+    monkeypatch.setattr(training, "load_eval_sets", lambda *a: pytest.fail("data loaded before the workdir check"))
+    with pytest.raises(UserError, match=f"{blocker} is a file, not a folder"):
+        training.train_and_evaluate(demo.get_config(), blocker / "run")
+
+
+@pytest.mark.parametrize("field, value, fragments", [
+    ("train_data", "set_5", ["config.train_data", "'set5'"]),
+    ("train_data", "skimage:astronat", ["config.train_data", "'astronaut'"]),
+    ("eval_sets", {"urban10": "/"}, ["config.eval_sets.urban10", "'urban100'"]),
+])
+def test_misspelt_data_sources_are_refused_with_the_closest_names(field, value, fragments):
+    config = demo.get_config()
+    config.unlock()
+    config[field] = value
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, device_count=1)
+    assert all(fragment in str(error.value) for fragment in fragments), error.value
+
+
+def test_misspelt_config_name_gives_the_closest_installed_ones():
+    with pytest.raises(ConfigError, match="did you mean 'x234'"):
+        configs.resolve("x243")

@@ -1,5 +1,6 @@
 """Training: patches match MATLAB's whole-image pipeline, N devices = 1 device, exact resume after kill -9,
 corrupt-checkpoint fallback, divergence and config guards, logs."""
+import importlib
 import json
 import os
 import signal
@@ -14,13 +15,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, final_params, saved_steps, train_cli
-from vdsr_jax import checkpoint
+from vdsr_jax import checkpoint, configs
 from vdsr_jax.configs import demo
 from vdsr_jax.data import patches
 from vdsr_jax.errors import ConfigError
-from vdsr_jax.model import model_from_config
+from vdsr_jax.model import VDSR, model_from_config
+from vdsr_jax.optim import make_optimizer
 from vdsr_jax.resize import imresize, modcrop
-from vdsr_jax.training import validate_config
+from vdsr_jax.train_step import create_train_state, data_mesh, make_train_step
+from vdsr_jax.training import loss_scale, resolved, validate_config
 
 # MATLAB rgb2ycbcr's Y row for RGB in [0, 1] (output in [0, 255]); on a uint8 image MATLAB rounds the result.
 MATLAB_Y = np.array([65.481, 128.553, 24.966])
@@ -146,6 +149,7 @@ from vdsr_jax.data import load_images, patches
 from vdsr_jax.model import VDSR
 from vdsr_jax.optim import make_optimizer
 from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
+from vdsr_jax.training import loss_scale
 config = demo.get_config()
 images = load_images("skimage:coins")
 source = patches.prepare_pairs(images, (2, 3), (1.0,), 17)
@@ -154,7 +158,7 @@ for n in (1, 4):
     mesh = data_mesh(jax.devices()[:n])
     state = create_train_state(VDSR(depth=4, features=8), make_optimizer(config, 10), jax.random.key(0))
     state = jax.device_put(state, replicated(mesh))
-    step = make_sampling_train_step(mesh, 8, 17, True, config.loss_scale)
+    step = make_sampling_train_step(mesh, 8, 17, True, loss_scale(config))
     for _ in range(3):
         state, loss = step(state, jax.device_put(source, replicated(mesh)), jax.random.key(1))
     params.append(jax.tree.map(np.asarray, state.params))
@@ -252,6 +256,22 @@ def test_bad_config_is_refused_before_anything_compiles(field, value, words):
     setattr(config, field, value)
     with pytest.raises(ConfigError, match=words):
         validate_config(config, device_count=2 if field == "batch_size" else 1)
+
+
+@pytest.mark.parametrize("name", configs.NAMES)
+def test_config_loss_scale_follows_a_batch_size_set_after_get_config(name):
+    config = importlib.import_module(f"vdsr_jax.configs.{name}").get_config()
+    config.batch_size = 32  # what `--config.batch_size=32` does to the loaded config
+    expected = 1.0 if name == "pytorch_vdsr" else 0.5 / 32  # docs/training.md: the summed loss, or ½·mean
+    assert resolved(config).loss_scale == expected
+    # the train step's loss is that factor times the batch's summed squared error, computed here by hand
+    model = VDSR(depth=2, features=4, zero_init_output=False)
+    inputs, targets = jax.random.uniform(jax.random.key(0), (2, 32, 9, 9, 1))
+    mesh = data_mesh(jax.devices()[:1])
+    state = create_train_state(model, make_optimizer(config, 10), jax.random.key(1))
+    summed = float(jnp.sum((model.apply({"params": state.params}, inputs) - targets) ** 2))
+    _, loss = make_train_step(mesh, loss_scale(config))(state, inputs, targets)
+    assert float(loss) == pytest.approx(expected * summed, rel=1e-5)
 
 
 @pytest.mark.slow

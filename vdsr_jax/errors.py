@@ -2,6 +2,7 @@
 
 Anything else that is raised is a programming error and keeps its traceback (see `vdsr_jax.cli`).
 """
+import difflib
 
 
 class UserError(Exception):
@@ -57,6 +58,15 @@ class OutputExists(UserError):
 
 class MissingDependency(UserError):
     """An optional package that the requested feature needs is not installed; the message says how to install it."""
+
+
+def known_names(name: str, known) -> str:
+    """The tail of a message about an unknown `name`: the closest of `known` (`difflib.get_close_matches`),
+    else all of them, e.g. "did you mean 'set5'? (known: set5, set14)"."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=3)
+    listed = f"known: {', '.join(known)}"
+    return f"did you mean {' or '.join(map(repr, close))}? ({listed})" if close else listed
 
 
 def check_integer(field: str, value, minimum: int = 1) -> None:

@@ -9,7 +9,9 @@ image itself for grey ones), cropped to a multiple of the scale, MATLAB bicubic 
 float64, VDSR on the upscaled Y; PSNR and SSIM on Y·255 with `scale` pixels shaved from each border; means
 over the images. Folders are listed by one rule: image files by suffix, hidden names (macOS `._x.png`)
 skipped. An image reproduced exactly (e.g. a flat one) has an infinite PSNR; the mean is then infinite,
-printed as `inf` and written to JSON as the string "inf" (JSON has no infinity).
+printed as `inf` and written to JSON as the string "inf" (JSON has no infinity). Each dataset is named by
+its folder, or by as much of the folder's path as tells it from the others (`A/HR`, `B/HR`). The --json
+location is checked before any work, and the table is printed before the file is written.
 
 Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
 ships none says so in one line.
@@ -23,7 +25,7 @@ from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.data import load_folder
 from vdsr_jax.errors import UserError
 from vdsr_jax.inference import TiledVDSR
-from vdsr_jax.media import atomic_output, refuse_existing
+from vdsr_jax.media import atomic_output, check_writable, refuse_existing
 from vdsr_jax.pretrained import load_any
 from vdsr_jax.protocol import evaluate_sets
 from vdsr_jax.resize import MAX_SCALE
@@ -39,6 +41,20 @@ def parse_scales(text: str) -> list[int]:
     if bad:
         raise UserError(f"--scales must lie from 2 to {MAX_SCALE}, got {bad[0]}")
     return list(dict.fromkeys(scales))
+
+
+def dataset_names(folders) -> list[str]:
+    """A name for each of `folders`: the shortest tail of its absolute path that no other folder's path ends
+    with (`HR` alone; `A/HR` and `B/HR` for two folders named HR). UserError for a folder given twice."""
+    paths = [Path(folder).expanduser().resolve().parts for folder in folders]
+    names = []
+    for i, parts in enumerate(paths):
+        others = [other for j, other in enumerate(paths) if j != i]
+        if parts in others:
+            raise UserError(f"--data-dir {folders[i]} is given twice")
+        length = next(n for n in range(1, len(parts) + 1) if all(other[-n:] != parts[-n:] for other in others))
+        names.append(Path(*parts[-length:]).as_posix())
+    return names
 
 
 def _number(value: float, digits: int) -> str:
@@ -74,17 +90,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     scales = parse_scales(args.scales)
     if args.json is not None:
-        if not args.json.parent.is_dir():
-            raise UserError(f"cannot write {args.json}: folder {args.json.parent} does not exist")
+        check_writable(args.json)
         refuse_existing(args.json, args.overwrite)
-    sets = {Path(d).name: load_folder(d, scales) for d in args.data_dir}  # all fail before any work
+    names = dataset_names(args.data_dir)
+    sets = {name: load_folder(d, scales) for name, d in zip(names, args.data_dir)}  # all fail before any work
     model, params = load_any(args.checkpoint)
     rows = evaluate_sets(TiledVDSR(model, params), sets, scales)
+    print(markdown_table(rows))  # first: a JSON file that cannot be written loses nothing else
     if args.json is not None:
         document = {"checkpoint": str(args.checkpoint) if args.checkpoint else "bundled", "results": rows}
         with atomic_output(args.json) as tmp:
             tmp.write_text(strict_json.dumps(document, indent=2) + "\n")
-    print(markdown_table(rows))
     return 0
 
 

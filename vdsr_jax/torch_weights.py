@@ -15,7 +15,7 @@ import numpy as np
 
 from vdsr_jax.checkpoint import load_model, save_model, validate_params
 from vdsr_jax.errors import CheckpointError, ConversionError
-from vdsr_jax.media import atomic_output, refuse_existing
+from vdsr_jax.media import atomic_output, check_writable, refuse_existing
 from vdsr_jax.model import VDSR, create_model
 
 
@@ -220,7 +220,11 @@ def flax_to_torch(params: dict) -> dict:
 
 def from_torch(torch_path, out_dir, overwrite: bool = False) -> tuple[Path, list[str]]:
     """Convert a torch file (see `load_torch_state_dict`) to a vdsr_jax checkpoint folder `out_dir`;
-    returns (the folder, notes on inexact dtype conversions). See `checkpoint.save_model` for `overwrite`."""
+    returns (the folder, notes on inexact dtype conversions). See `checkpoint.save_model` for `overwrite`; the
+    output location is checked before the torch file is read."""
+    _torch()  # first: without torch nothing else matters
+    check_writable(out_dir, folder=True)
+    refuse_existing(Path(out_dir).expanduser(), overwrite)
     state, notes = load_torch_state_dict(torch_path)
     params, model = torch_to_flax(state)
     return save_model(out_dir, params, model, overwrite=overwrite), notes
@@ -232,8 +236,7 @@ def to_torch(checkpoint_dir, out_path, overwrite: bool = False) -> Path:
     torch = _torch()
 
     out_path = Path(out_path)
-    if not out_path.parent.is_dir():  # torch.save would fail with a bare RuntimeError
-        raise ConversionError(f"cannot write {out_path}: folder {out_path.parent} does not exist")
+    check_writable(out_path)  # torch.save would fail with a bare RuntimeError
     refuse_existing(out_path, overwrite)
     _, params = load_model(checkpoint_dir)
     state = collections.OrderedDict((k, torch.tensor(v)) for k, v in flax_to_torch(params).items())  # copies

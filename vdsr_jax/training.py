@@ -18,10 +18,10 @@ import numpy as np
 from vdsr_jax import budget as budgets, checkpoint, distributed, optim, preemption
 from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches, pool
-from vdsr_jax.data.sources import DIRECT_PREFIXES, FOLDER_PREFIX, image_store, read_shapes
-from vdsr_jax.errors import ConfigError, TrainingDiverged, check_integer
+from vdsr_jax.data.sources import DIRECT_PREFIXES, FOLDER_PREFIX, check_source, image_store, read_shapes
+from vdsr_jax.errors import ConfigError, DataError, TrainingDiverged, check_integer
 from vdsr_jax.inference import TiledVDSR
-from vdsr_jax.media import atomic_output, write_image
+from vdsr_jax.media import atomic_output, check_writable, write_image
 from vdsr_jax.metric_writer import MetricWriter, Reporter
 from vdsr_jax.model import model_from_config
 from vdsr_jax.optim import learning_rate, make_optimizer, with_decay_every
@@ -52,8 +52,8 @@ def validate_config(config, device_count: int) -> None:
     if not config.downsizes or any(not 0 < d <= 1 for d in config.downsizes):
         raise ConfigError(f"config.downsizes must be factors in (0, 1], not {tuple(config.downsizes)!r}")
     optim.check_config(config)
-    if not config.loss_scale > 0:
-        raise ConfigError(f"config.loss_scale must be > 0, not {config.loss_scale!r}")
+    if not config.loss_scale >= 0:
+        raise ConfigError(f"config.loss_scale must be ≥ 0 (0: 0.5 / batch_size), not {config.loss_scale!r}")
     data = config.data
     if data.mode not in ("exact", "pool"):
         raise ConfigError(f"config.data.mode must be 'exact' or 'pool', not {data.mode!r}")
@@ -66,20 +66,40 @@ def validate_config(config, device_count: int) -> None:
     _check_folders(config)
 
 
+def loss_scale(config) -> float:
+    """The factor of the summed squared error in the loss: `config.loss_scale`, where 0 (the default) means
+    0.5 / batch_size, the paper's ½·mean over the batch, so it follows a batch_size set on the command line."""
+    return config.loss_scale or 0.5 / config.batch_size
+
+
+def resolved(config):
+    """A copy of `config` with the values that follow others (`loss_scale`) written out, as a run uses them."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.loss_scale = loss_scale(config)
+    return config
+
+
 def _check_folders(config) -> None:
-    """ConfigError for a data folder (train_manual_dir, a `folder:` source, an eval set's) that is not one."""
+    """ConfigError for a data source that names none (`check_source`) or a data folder (train_manual_dir, a
+    `folder:` source, an eval set's) that is not one."""
     sources = [(config.train_data, config.train_manual_dir, "train_manual_dir")]
     sources += [(name, where, f"eval_sets.{name}") for name, where in config.eval_sets.items()]
     for source, where, field in sources:
+        spec, named_by = where if where.startswith(DIRECT_PREFIXES) else source, field
         if source.startswith(FOLDER_PREFIX):  # train_data
             where, field = source.removeprefix(FOLDER_PREFIX), "train_data"
         elif where.startswith(FOLDER_PREFIX):  # an eval set
             where = where.removeprefix(FOLDER_PREFIX)
         elif source.startswith(SKIMAGE_PREFIX) or where.startswith(SKIMAGE_PREFIX):
-            continue
+            where = ""
         if where and not Path(where).expanduser().is_dir():
             state = "is a file, not a folder of images" if Path(where).expanduser().exists() else "does not exist"
             raise ConfigError(f"config.{field}: data folder {where} {state}")
+        try:
+            check_source(spec)
+        except DataError as e:
+            raise ConfigError(f"config.{'train_data' if named_by == 'train_manual_dir' else named_by}: {e}") from None
 
 
 MIB = 2**20
@@ -214,6 +234,7 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     started = time.time() if started is None else started
     workdir = Path(workdir).expanduser()
     validate_config(config, jax.device_count())
+    check_writable(workdir, folder=True)
     main_process = jax.process_index() == 0
     reporter = Reporter(enabled=main_process)
 
@@ -238,7 +259,7 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     start = int(state.step)
     if main_process:
         with atomic_output(workdir / "config.json") as tmp:
-            tmp.write_text(config.to_json_best_effort(indent=2))
+            tmp.write_text(resolved(config).to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, resume_step=start) if main_process else None
     if start:
         reporter.say(f"resuming from step {start} in {workdir / 'checkpoints'}")
@@ -261,7 +282,7 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
 
     metrics, comparisons, compared_at = {}, [], None
     train_step = make_sampling_train_step(mesh, config.batch_size, config.patch_size, config.augment,
-                                          config.loss_scale)
+                                          loss_scale(config))
     window, window_start = [], time.perf_counter()
     pool_notes = set()  # what the pool's rates were reported for, once a run each
     stop = preemption.StopRequest()

@@ -8,7 +8,9 @@ INPUT: image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them (not recursiv
 macOS `._photo.png` are skipped). With one input file, OUT may be a file name with an image suffix (its
 format is used); otherwise OUT is a folder, created if needed, that receives `<name>_x<S><suffix>` in the
 input's format. `--compare` writes `<output name>_compare.png` beside each output: bicubic | VDSR, labelled
-(still images only).
+(still images only). Two files that would be written to one path (inputs of the same name from different
+folders, or `x.jpg` and `x.png` with --compare) or over an input are refused before any work: give them
+separate OUT folders. An OUT whose suffix is a misspelt format (`out.pnj`) is refused too.
 
 Videos (.mp4, .mkv, .avi, .mov, .webm) and images of several frames (animated GIF, WebP and PNG, multi-page
 TIFF) are upscaled frame by frame as a stream (see vdsr_jax.media): frame count, each frame's timing, the
@@ -31,16 +33,18 @@ Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pr
 ships none says so in one line.
 """
 import argparse
+import difflib
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from vdsr_jax.cli import ArgumentParser, report_errors
-from vdsr_jax.errors import ImageError, UserError
+from vdsr_jax.errors import ImageError, UserError, known_names
 from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
 from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_encodable,
-                            is_frame_file, list_images, read_image, refuse_existing, transcode, write_image)
+                            check_writable, is_frame_file, list_images, read_image, refuse_existing, transcode,
+                            write_image)
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
@@ -67,30 +71,37 @@ def scale_label(scale: float) -> str:
 def output_paths(inputs: list[str], files: list[Path], output: Path, scale: float, compare: bool,
                  overwrite: bool) -> list[tuple[Path, Path]]:
     """(input, output) pairs; see the module docstring for the naming. Creates the output folder.
-    UserError for names that clash, and (unless `overwrite`) for outputs that exist."""
+    UserError, before any work, for an OUT whose suffix is a misspelt format, a place that cannot be written,
+    two files (outputs or comparisons) that would be written to one path or over an input, and (unless
+    `overwrite`) for outputs that exist."""
     single_file = len(inputs) == 1 and len(files) == 1 and not Path(inputs[0]).is_dir()
-    if output.suffix.lower() in OUTPUT_SUFFIXES and not output.is_dir():
+    suffix = output.suffix.lower()
+    if suffix in OUTPUT_SUFFIXES and not output.is_dir():
         if not single_file:
             raise UserError(f"-o {output} names a file, but there are {len(files)} inputs; give a folder")
-        if not output.parent.is_dir():
-            raise UserError(f"cannot write {output}: folder {output.parent} does not exist")
+        check_writable(output)
         pairs = [(files[0], output)]
     else:
+        if suffix and not output.is_dir() and difflib.get_close_matches(suffix, OUTPUT_SUFFIXES, n=1):
+            raise UserError(f"-o {output}: no output format {suffix}; {known_names(suffix, OUTPUT_SUFFIXES)}")
+        check_writable(output, folder=True)
+        pairs = [(f, output / f"{f.stem}_{scale_label(scale)}{f.suffix}") for f in files]
+    inputs_at = {source.resolve(): source for source, _ in pairs}
+    written = {}  # resolved path -> the input whose output it is
+    for source, target in pairs:
+        for path in [target, compare_path(target)] if compare else [target]:
+            if path.resolve() in inputs_at:
+                raise UserError(f"{path} (from {source}) would overwrite the input {inputs_at[path.resolve()]}")
+            if path.resolve() in written:
+                raise UserError(f"{written[path.resolve()]} and {source} would both be written to {path}; "
+                                "upscale them into separate folders")
+            written[path.resolve()] = source
+            refuse_existing(path, overwrite)
+    if pairs[0][1] != output:  # OUT is a folder
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create output folder {output}: {e.strerror or e}") from None
-        pairs = [(f, output / f"{f.stem}_{scale_label(scale)}{f.suffix}") for f in files]
-    seen = {}
-    for source, target in pairs:
-        if target.resolve() == source.resolve():
-            raise UserError(f"{target} would overwrite its input")
-        if target in seen:
-            raise UserError(f"{seen[target]} and {source} would both be written to {target}")
-        seen[target] = source
-        refuse_existing(target, overwrite)
-        if compare:
-            refuse_existing(compare_path(target), overwrite)
     return pairs
 
 
@@ -155,12 +166,12 @@ def main(argv=None) -> int:
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     files = list_images(args.inputs, suffixes=INPUT_SUFFIXES)
+    pairs = output_paths(args.inputs, files, args.output, args.scale, args.compare, args.overwrite)
     model, params = load_any(args.checkpoint)
     try:
         net = TiledVDSR(model, params, tile=args.tile)
     except ValueError as e:
         raise UserError(f"--tile: {e}") from None
-    pairs = output_paths(args.inputs, files, args.output, args.scale, args.compare, args.overwrite)
     failures = []
     with tqdm(pairs, desc="files", unit="file", disable=None) as files_bar:
         for source, target in files_bar:

@@ -8,7 +8,7 @@ budgeted tile pool.
 """
 from pathlib import Path
 
-from vdsr_jax.errors import ConfigError
+from vdsr_jax.errors import ConfigError, known_names
 
 NAMES = ("x234", "x234_long", "x2", "x3", "x4", "pytorch_vdsr", "demo", "div2k")
 FOLDER = Path(__file__).resolve().parent
@@ -25,4 +25,4 @@ def resolve(value: str) -> str:
     name = Path(path).stem if Path(path).suffix == ".py" else path
     if name in NAMES:
         return str(FOLDER / f"{name}.py") + colon + argument
-    raise ConfigError(f"--config {value}: no such file, and not an installed config ({', '.join(NAMES)})")
+    raise ConfigError(f"--config {value}: no such file, and not an installed config; {known_names(name, NAMES)}")

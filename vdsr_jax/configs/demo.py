@@ -18,7 +18,6 @@ def get_config():
     config.eval_scales = (2,)
     config.batch_size = 16
     config.num_steps = 300
-    config.loss_scale = 0.5 / config.batch_size
     config.optimizer.learning_rate = 0.1
     config.optimizer.decay_every_epochs = 1
     config.steps_per_epoch = 200

@@ -48,8 +48,10 @@ def get_config() -> ml_collections.ConfigDict:
     # its shape: lr ÷10 every round(decay steps × planned / configured steps) steps (vdsr_jax.budget).
     config.time_budget_minutes = 0.0
 
-    # ½·mean over the batch of the per-patch summed squared error (the paper's loss).
-    config.loss_scale = 0.5 / config.batch_size
+    # The factor of the batch's summed squared error in the loss; 0 means 0.5 / batch_size (the paper's ½·mean
+    # over the batch of the per-patch summed squared error), resolved in training so that it follows an
+    # overridden batch_size (vdsr_jax.training.loss_scale).
+    config.loss_scale = 0.0
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
         decay_every_epochs=10, decay_factor=0.1,

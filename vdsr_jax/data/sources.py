@@ -9,7 +9,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from vdsr_jax.errors import DataError, MissingDependency
+from vdsr_jax.errors import DataError, MissingDependency, known_names
 from vdsr_jax.media import decode_image, list_images, read_image
 from vdsr_jax.protocol import check_size
 
@@ -18,6 +18,20 @@ FOLDER_PREFIX = "folder:"  # `folder:PATH`: the image files under PATH, read as 
 DIRECT_PREFIXES = (SKIMAGE_PREFIX, FOLDER_PREFIX)  # sources named by the spec alone (no builder, no manual_dir)
 # TFDS's div2k pairs LR with HR arrays; VDSR makes its own LR, so only `hr` is used.
 _FOREIGN_IMAGE_KEYS = {"div2k": "hr"}
+# The TFDS builders a source may name: this package's (registered in `_tfds`) and TFDS's own div2k.
+BUILDERS = ("train291", "div2k_hr", "set5", "set14", "b100", "urban100")
+BUILDER_FAMILIES = ("image_folder", "video_folder", "div2k")  # named `<family>/<config>`
+
+
+def check_source(spec: str) -> None:
+    """DataError naming the closest known names, before anything is read or prepared, for a `spec` that names
+    no source: a builder outside BUILDERS and BUILDER_FAMILIES, or a scikit-image sample that does not exist.
+    `folder:PATH` is checked when read."""
+    if spec.startswith(SKIMAGE_PREFIX):
+        _skimage_loaders(spec[len(SKIMAGE_PREFIX):])
+    elif not spec.startswith(FOLDER_PREFIX) and spec not in BUILDERS and spec.split("/")[0] not in BUILDER_FAMILIES:
+        known = [*BUILDERS, *(f"{family}/<name>" for family in BUILDER_FAMILIES), "skimage:NAMES", "folder:PATH"]
+        raise DataError(f"no data source {spec!r}; {known_names(spec, known)}")
 
 
 def load(name: str, data_dir: str | os.PathLike, manual_dir: str | os.PathLike | None = None,
@@ -75,16 +89,25 @@ def _tfds(name: str):
     return tfds
 
 
-def skimage_images(names: str) -> list[np.ndarray]:
-    """scikit-image's bundled sample photos (`"astronaut,camera"`) as H×W×C uint8: data without a download.
-    DataError for an unknown name or a sample that is not an 8-bit image."""
+def _skimage_loaders(names: str) -> list:
+    """(name, loader) of each of scikit-image's sample images `names` ("astronaut,camera"); DataError naming
+    the closest samples for a name that is none."""
     from skimage import data
 
-    images = []
+    loaders = []
     for name in (n.strip() for n in names.split(",") if n.strip()):
         loader = getattr(data, name, None)
         if loader is None or name.startswith("_"):
-            raise DataError(f"skimage.data has no sample image {name!r}")
+            raise DataError(f"skimage.data has no sample image {name!r}; {known_names(name, data.__all__)}")
+        loaders.append((name, loader))
+    return loaders
+
+
+def skimage_images(names: str) -> list[np.ndarray]:
+    """scikit-image's bundled sample photos (`"astronaut,camera"`) as H×W×C uint8: data without a download.
+    DataError for an unknown name or a sample that is not an 8-bit image."""
+    images = []
+    for name, loader in _skimage_loaders(names):
         image = np.asarray(loader())
         if image.dtype != np.uint8:
             raise DataError(f"skimage.data.{name} is {image.dtype}, not an 8-bit image")
@@ -139,7 +162,8 @@ def image_store(spec: str, data_dir: str | os.PathLike = "~/tensorflow_datasets"
                 manual_dir: str | os.PathLike | None = None, split: str | None = None) -> ImageStore:
     """The images of `spec` (`skimage:NAMES`; `folder:PATH`, the image files under PATH at any depth in
     path order, e.g. 8-bit grey PNGs holding a training Y; or a builder name prepared from `manual_dir`, see
-    `load`), read on demand. DataError for an unknown or unusable source."""
+    `load`), read on demand. DataError for an unknown or unusable source (`check_source`)."""
+    check_source(spec)
     if spec.startswith(SKIMAGE_PREFIX):
         return ImageStore(images=skimage_images(spec[len(SKIMAGE_PREFIX):]))
     if spec.startswith(FOLDER_PREFIX):

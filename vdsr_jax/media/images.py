@@ -275,6 +275,26 @@ def atomic_output(path):
         tmp.unlink(missing_ok=True)
 
 
+def check_writable(path, folder: bool = False) -> None:
+    """UserError naming `path` where an output cannot be written there, for commands to check before the work
+    that makes it: a file needs an existing, writable folder as its parent and must not be a folder; a
+    `folder` must be a writable folder, or one that can be created (its nearest existing ancestor a writable
+    folder). Permission bits are ignored for root, as the system ignores them."""
+    path = Path(path).expanduser().absolute()
+    if folder:
+        where = next(p for p in (path, *path.parents) if p.exists())
+    else:
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a folder")
+        where = path.parent
+        if not where.exists():
+            raise UserError(f"cannot write {path}: folder {where} does not exist")
+    if not where.is_dir():
+        raise UserError(f"cannot write {path}: {where} is a file, not a folder")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {path}: folder {where} is not writable")
+
+
 def refuse_existing(path, overwrite: bool) -> None:
     """The one policy for outputs that exist: OutputExists naming `--overwrite`, unless `overwrite`
     (the new output then replaces the old one atomically when it is complete)."""
