@@ -304,7 +304,8 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
                 losses = _check_finite(window, step - len(window) + 1, manager, stop)
                 elapsed = time.perf_counter() - window_start
                 rate = len(window) / elapsed
-                if budget and not planning and step < stop_step:
+                # full log windows only: a short one (after the rehearsal, a resume) times too few steps
+                if budget and not planning and step < stop_step and len(window) >= config.log_every_steps:
                     stop_step = budget.recheck(step, stop_step, 1 / rate)
                     evaluating = saving = evaluating or step == stop_step
                     progress.total = stop_step
