@@ -33,7 +33,6 @@ def stage_config(name: str, s: dict, pack, until: float, dtype: str):
     config.eval_sets = {n.lower(): f"folder:{pack / 'benchmarks' / n}" for n in s["eval_sets"]}
     config.eval_scales = tuple(s["eval_scales"])
     config.batch_size = s["train_batch"]
-    config.loss_scale = 0.5 / config.batch_size  # the paper's ½·mean over the batch
     config.patch_size = s["patch"]
     config.model.depth, config.model.features, config.model.compute_dtype = s["depth"], s["features"], dtype
     if name == "x234" and s["train_steps"]:
