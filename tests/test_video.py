@@ -321,3 +321,254 @@ def test_video_folder_samples_every_nth_frame(tmp_path):
     assert len(images) == 5
     for got, want in zip(images, expected, strict=True):
         np.testing.assert_array_equal(got, want)  # lossless clips: the frames as generated
+
+
+# ---- frames of every pixel layout ------------------------------------------------------------------------
+
+def grey_palette_gif(path, count=3, transparency=None):
+    """The issue's GIF: `count` frames of 20×24 grey levels, Pillow mode P with a grey palette."""
+    frames = []
+    for i in range(count):
+        image = Image.fromarray(((np.arange(480).reshape(20, 24) * (i + 1)) % 256).astype(np.uint8), "P")
+        image.putpalette([v for g in range(256) for v in (g, g, g)])
+        frames.append(image)
+    options = {} if transparency is None else {"transparency": transparency}
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[30, 60, 90][:count], **options)
+    return path
+
+
+def pillow_frames(path, mode):
+    """Every frame of an image file as Pillow decodes it, converted to `mode` (Pillow's own interpretation)."""
+    with Image.open(path) as im:
+        out = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            pixels = np.asarray(im.convert(mode))
+            out.append(pixels[..., None] if pixels.ndim == 2 else pixels)
+        return out
+
+
+def test_transparent_grey_gif_stays_grey_with_alpha(tmp_path, tiny, capsys):
+    """A grey palette with a transparent entry (Pillow: L with a transparent value, read as LA): grey + alpha
+    in, grey + alpha out; where Pillow itself cannot decode a frame, one line naming it, before any work."""
+    source = grey_palette_gif(tmp_path / "grey.gif", transparency=0)
+    try:
+        pillow_frames(source, "LA")
+    except ValueError as e:  # Pillow 13 cannot seek past frame 1 of such a file: one line, before any work
+        assert run(tiny, source, tmp_path / "out.gif") == 1
+        assert error_lines(capsys) == [f"error: {source}: cannot decode frame 2 (ValueError: {e})"]
+        assert not list(tmp_path.glob("*out*"))
+        return
+    assert run(tiny, source, tmp_path / "out.gif") == 0
+    source_frames, _ = decoded(source)
+    out, _ = decoded(tmp_path / "out.gif")
+    assert source_frames[0].shape[-1] == out[0].shape[-1] == 2
+    want = still_path(pillow_frames(source, "LA"), tiny[1])
+    np.testing.assert_array_equal(out[0][..., -1] == 0, want[0][..., -1] < 128)
+    np.testing.assert_array_equal(out[0][want[0][..., -1] == 255], want[0][want[0][..., -1] == 255])
+
+
+def test_grey_palette_gif_stays_grey(tmp_path, tiny):
+    """The issue's instance: a grey-palette GIF goes through as its own Y and comes back grey (Pillow reads
+    every output frame as L), each frame the still path's result on Pillow's grey frames, GIF being exact
+    for grey."""
+    source = grey_palette_gif(tmp_path / "grey.gif")
+    assert run(tiny, source, tmp_path / "out.gif") == 0
+    with Image.open(tmp_path / "out.gif") as im:
+        assert im.n_frames == 3 and im.size == (48, 40)
+        assert all((im.seek(i), im.mode)[1] == "L" for i in range(3))
+    out, summary = decoded(tmp_path / "out.gif")
+    assert summary["durations"] == [30, 60, 90]
+    for got, want in zip(out, still_path(pillow_frames(source, "L"), tiny[1]), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def save_frames(path, frames, mode, **options):
+    """Frames (arrays) saved as an animation by Pillow in `mode` (P: an 8-colour adaptive palette)."""
+    if mode == "P":
+        images = [Image.fromarray(f[..., :3]).quantize(8) for f in frames]
+    else:
+        images = [Image.fromarray(f).convert(mode) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=[40, 80, 120][:len(images)], **options)
+    return path
+
+
+@pytest.mark.parametrize("mode,options,pillow_mode", [
+    ("L", {}, "L"),
+    ("LA", {}, "LA"),
+    ("RGBA", {}, "RGBA"),
+    ("P", {}, "RGB"),  # a colour palette
+])
+def test_apng_frames_keep_their_layout(tmp_path, tiny, mode, options, pillow_mode):
+    """APNG frames of each PNG colour type come back in the same layout, each exactly the still path's result
+    on the frames as Pillow decodes them (APNG output is lossless)."""
+    frames = [np.asarray(Image.fromarray(f).convert("RGBA")) for f in with_alpha(moving_shapes(3))]
+    if mode in ("L", "LA"):
+        frames = [np.asarray(Image.fromarray(f).convert(mode)) for f in frames]
+    source = save_frames(tmp_path / "anim.png", frames, mode, **options)
+    assert run(tiny, source, tmp_path / "out.png") == 0
+    out, summary = decoded(tmp_path / "out.png")
+    assert summary["count"] == 3 and summary["durations"] == [40, 80, 120]
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == pillow_mode
+    for got, want in zip(out, still_path(pillow_frames(source, pillow_mode), tiny[1]), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def apng_16_bits(path, frames):
+    """An APNG of 16-bit grey frames (FFmpeg's APNG encoder: Pillow's writer merges I;16 frames)."""
+    with av.open(str(path), "w", format="apng") as out:
+        stream = out.add_stream("apng", rate=25)
+        stream.height, stream.width = frames[0].shape
+        stream.pix_fmt = "gray16be"
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="gray16le")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_16_bit_grey_apng_to_tiff_keeps_16_bits(tmp_path, tiny):
+    """Pillow reads 16-bit grey APNG frames as I;16: they go through in 16 bits, as a TIFF holds them."""
+    frames = [(f[..., 0].astype(np.uint16) * 257 + i) for i, f in enumerate(moving_shapes(2))]
+    source = apng_16_bits(tmp_path / "deep.png", frames)
+    assert [f.dtype for f in pillow_frames(source, "I;16")] == [np.uint16] * 2
+    assert run(tiny, source, tmp_path / "out.tif") == 0
+    out = [p.asarray() for p in tifffile.TiffFile(tmp_path / "out.tif").pages]
+    want = still_path([f[..., None] for f in frames], tiny[1])
+    assert [o.dtype for o in out] == [np.uint16] * 2
+    for got, expected in zip(out, want, strict=True):
+        np.testing.assert_array_equal(got, expected[..., 0])
+
+
+def test_gif_frames_of_mixed_layouts_take_the_widest(tmp_path, tiny):
+    """A GIF whose first frame is grey (Pillow: L) and whose later frames are colour (Pillow: RGB) is written as
+    colour: no frame loses its colour to the first frame's layout."""
+    grey = np.asarray(Image.fromarray(next(moving_shapes(1))).convert("L"))
+    images = [Image.fromarray(grey)] + [Image.fromarray(f) for f in moving_shapes(2)]
+    images[0].save(tmp_path / "mixed.gif", save_all=True, append_images=images[1:], duration=50)
+    assert run(tiny, tmp_path / "mixed.gif", tmp_path / "out.png") == 0
+    out, _ = decoded(tmp_path / "out.png")
+    want = still_path(pillow_frames(tmp_path / "mixed.gif", "RGB"), tiny[1])
+    assert out[0].shape[-1] == 3
+    for got, expected in zip(out, want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_tiff_pages_of_mixed_layouts_keep_each_layout(tmp_path, tiny):
+    """Pages of 8-bit RGB, 16-bit grey and 8-bit grey + alpha: a TIFF output keeps each page's layout and
+    depth (as tifffile reads them back); a GIF output takes the widest layout (colour + alpha)."""
+    rgb = next(moving_shapes(1))
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, :8] = 0
+    pages = [rgb, rgb[..., 1].astype(np.uint16) * 257, np.dstack([rgb[..., 0], alpha])]
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
+        tif.write(pages[0], photometric="rgb")
+        tif.write(pages[1], photometric="minisblack")
+        tif.write(pages[2], photometric="minisblack", extrasamples=("unassalpha",))
+    assert run(tiny, tmp_path / "pages.tif", tmp_path / "out.tif") == 0
+    out = [p.asarray() for p in tifffile.TiffFile(tmp_path / "out.tif").pages]
+    want = still_path([p if p.ndim == 3 else p[..., None] for p in pages], tiny[1])
+    assert [(o.dtype, o.shape[2:]) for o in out] == [(np.uint8, (3,)), (np.uint16, ()), (np.uint8, (2,))]
+    for got, expected in zip(out, want, strict=True):
+        np.testing.assert_array_equal(got, expected.reshape(got.shape))
+    assert run(tiny, tmp_path / "pages.tif", tmp_path / "out.png") == 0
+    out, _ = decoded(tmp_path / "out.png")
+    assert [o.shape[-1] for o in out] == [4, 4, 4] and out[2][:, 0, 3].max() == 0 and out[0][..., 3].min() == 255
+
+
+def ffv1_clip(path, pix_fmt, count=3, size=(24, 32)):
+    """A lossless FFV1 clip in Matroska of `moving_shapes` converted by FFmpeg to `pix_fmt`."""
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=25)
+        stream.height, stream.width = size
+        stream.pix_fmt = pix_fmt
+        for i, pixels in enumerate(moving_shapes(count, *size)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def ffmpeg_frames(path, fmt):
+    """The frames of a video as FFmpeg converts them to `fmt` (PyAV, independently of vdsr_jax)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format=fmt) for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize("pix_fmt,fmt", [("gray", "gray"), ("gray16le", "gray"), ("rgb48le", "rgb24"),
+                                         ("yuv420p10le", "rgb24")])
+def test_video_pixel_formats_decode_as_ffmpeg_converts_them(tmp_path, tiny, pix_fmt, fmt):
+    """Grey formats go through as their own Y, deeper ones as FFmpeg converts them to 8 bits: every frame
+    the still path's result on FFmpeg's conversion of the source (lossless output; grey is written as colour
+    of equal channels)."""
+    source = ffv1_clip(tmp_path / f"{pix_fmt}.mkv", pix_fmt)
+    assert run(tiny, source, tmp_path / "out.mkv", "--lossless") == 0
+    want = still_path([f[..., None] if f.ndim == 2 else f for f in ffmpeg_frames(source, fmt)], tiny[1])
+    out, summary = decoded(tmp_path / "out.mkv")
+    assert summary["count"] == 3
+    for got, expected in zip(out, want, strict=True):
+        np.testing.assert_array_equal(got, np.broadcast_to(expected, got.shape))
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuva420p", "ya8", "bgra"])
+def test_video_with_alpha_is_refused_before_work(tmp_path, tiny, capsys, pix_fmt):
+    source = ffv1_clip(tmp_path / "alpha.mkv", pix_fmt)
+    assert run(tiny, source, tmp_path / "out.mkv") == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and f"carry alpha ({pix_fmt})" in lines[0], lines
+    assert not list(tmp_path.glob("*out*"))
+
+
+def test_animation_with_alpha_into_a_video_is_refused(tmp_path, tiny, capsys):
+    save_frames(tmp_path / "anim.png", list(with_alpha(moving_shapes(2))), "RGBA")
+    assert run(tiny, tmp_path / "anim.png", tmp_path / "out.mp4") == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and "cannot hold the alpha channel" in lines[0], lines
+
+
+# ---- still images in animation formats -------------------------------------------------------------------
+
+def test_one_frame_gif_is_written_as_a_gif(tmp_path, tiny):
+    """The issue's instance: a GIF of one frame gives a GIF of one frame, the still path's result quantised as
+    Pillow quantises a GIF (read back by Pillow: size, one frame)."""
+    frame = next(with_alpha(moving_shapes(1)))
+    Image.fromarray(frame).save(tmp_path / "one.gif")
+    assert run(tiny, tmp_path / "one.gif", tmp_path) == 0
+    with Image.open(tmp_path / "one_x2.gif") as im:
+        assert im.format == "GIF" and im.n_frames == 1 and im.size == (64, 48)
+    (want,) = still_path([media.read_image(tmp_path / "one.gif")], tiny[1])
+    buffer = io.BytesIO()
+    Image.fromarray(want).save(buffer, format="GIF")
+    assert_equal_where_visible(media.read_image(tmp_path / "one_x2.gif"), decode_image(buffer.getvalue()))
+
+
+@pytest.mark.parametrize("apng", [True, False])  # an APNG of one frame, and a plain PNG named .apng
+def test_one_frame_apng_is_written_as_an_apng(tmp_path, tiny, apng):
+    frame = next(moving_shapes(1))
+    Image.fromarray(frame).save(tmp_path / "one.apng", format="PNG", **({"save_all": True} if apng else {}))
+    assert run(tiny, tmp_path / "one.apng", tmp_path) == 0
+    with Image.open(tmp_path / "one_x2.apng") as im:
+        assert im.format == "PNG" and im.n_frames == 1 and im.size == (64, 48)
+    (want,) = still_path([frame], tiny[1])
+    np.testing.assert_array_equal(media.read_image(tmp_path / "one_x2.apng"), want)
+
+
+@pytest.mark.parametrize("name", ["one.webp", "one.tif"])
+def test_one_frame_webp_and_tiff_stay_stills(tmp_path, tiny, name):
+    frame = next(moving_shapes(1))
+    Image.fromarray(frame).save(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {}))
+    assert run(tiny, tmp_path / name, tmp_path) == 0
+    target = tmp_path / name.replace(".", "_x2.")
+    with Image.open(target) as im:
+        assert getattr(im, "n_frames", 1) == 1 and im.size == (64, 48)
+
+
+def test_one_frame_video(tmp_path, tiny):
+    source = write_clip(tmp_path / "one.mkv", count=1, fmt="matroska", audio=None)
+    assert run(tiny, source, tmp_path / "out.mkv", "--lossless") == 0
+    out, summary = decoded(tmp_path / "out.mkv")
+    assert summary["count"] == 1
+    np.testing.assert_array_equal(out[0], still_path(list(moving_shapes(1)), tiny[1])[0])

@@ -111,19 +111,21 @@ def compare_path(output: Path) -> Path:
 
 def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | None = None,
                        lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None) -> int:
-    """Upscale every frame of a video or multi-frame image `source` into `target` as a stream
-    (`vdsr_jax.media.transcode`, `inference.upscale_frames`: `batch` tile windows per device call); returns the
-    number of frames. Timing, loop count and audio are kept; `crf`, `lossless` and the errors as `transcode`
-    has them. Nothing is left at `target` unless every frame was written."""
+    """Upscale every frame of a video or multi-frame image `source` (or a still written as a GIF or APNG) into
+    `target` as a stream (`vdsr_jax.media.transcode`, `inference.upscale_frames`: `batch` tile windows per
+    device call); returns the number of frames. What is kept, `crf`, `lossless` and the errors as `transcode`
+    has them; its notes are printed as `note:` lines. Nothing is left at `target` unless every frame was
+    written."""
     return transcode(source, target, lambda height, width: BicubicWindows(height, width, scale).out_shape,
-                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress)
+                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress,
+                     note=lambda text: tqdm.write(f"note: {text}", file=sys.stderr))
 
 
 def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compare: bool, tiles_bar,
                  frame_options=None) -> None:
     """Read, upscale and write one image (and its comparison), or every frame of a video or multi-frame
     image; ImageError naming the file on failure."""
-    if is_frame_file(source):
+    if is_frame_file(source) or target.suffix.lower() not in IMAGE_SUFFIXES:  # frames, or a GIF/APNG of one
         upscale_frame_file(source, target, scale, net, progress=tiles_bar, **(frame_options or {}))
         return
     pixels = read_image(source)

@@ -25,7 +25,13 @@ _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 # ---- reading -----------------------------------------------------------------------------------------------
 
 class AnimationReader(FrameReader):
-    """The frames of an animated GIF, WebP or PNG (Pillow, 8 bits) or of a multi-page TIFF (tifffile)."""
+    """The frames of an animated GIF, WebP or PNG (Pillow) or of a multi-page TIFF (tifffile), in the layout of
+    the widest frame (see `FrameReader.channels`): every frame is decoded once when the file is opened, so
+    that a frame Pillow or tifffile cannot decode, or a layout no writer takes (32-bit or float samples), is
+    an ImageError before any work. Pillow frames: 8 bits (16-bit grey, Pillow's I;16, as 16 bits), as
+    `images.pillow_pixels` reads a still (palettes grey where their colours are); GIF frames after the first,
+    which Pillow expands to RGB(A), count as grey where they hold grey only and the first frame is grey.
+    TIFF pages come in their own layout (8 or 16 bits, 1 to 4 channels), as `images.channels_last` reads them."""
 
     kind = "animation"
 
@@ -36,35 +42,74 @@ class AnimationReader(FrameReader):
         try:
             if self.tiff:
                 self.file = tifffile.TiffFile(self.path)
-                first = channels_last(self.file.pages[0].asarray(), str(self.path))
                 self.count, self.loop = len(self.file.pages), None
             else:
                 self.file = Image.open(self.path)
-                first = pillow_pixels(self.file, str(self.path))
                 self.count, self.loop = self.file.n_frames, self.file.info.get("loop")
-        except ImageError:
-            raise
         except Exception as e:  # noqa: BLE001 - codecs raise many kinds for damaged files
             raise ImageError(f"{self.path}: damaged or unreadable image ({type(e).__name__}: {e})") from None
-        self.height, self.width, self.channels = first.shape
-        self.grey = self.channels in (1, 2)
+        layouts = []  # the channels of each frame as decoded
+        for index in range(self.count):
+            try:
+                pixels = self._decode(index)
+            except ImageError:
+                raise
+            except Exception as e:  # noqa: BLE001 - as above
+                raise ImageError(f"{self.path}: cannot decode frame {index + 1} ({type(e).__name__}: {e})") from None
+            layouts.append(pixels.shape[-1])
+            if index == 0:
+                self.height, self.width = pixels.shape[:2]
+        self.grey = all(channels <= 2 for channels in layouts)
+        self.channels = (1 if self.grey else 3) + any(channels in (2, 4) for channels in layouts)
         self.rate = None
 
-    def frames(self, on_audio=None):
+    def _decode(self, index: int) -> np.ndarray:
+        """Frame `index` as H×W×C uint8/uint16 pixels in its own layout (C = 1 to 4; GIF: see the class)."""
         if self.tiff:
-            for page in self.file.pages:
-                self.decoded += 1
-                yield Frame(channels_last(page.asarray(), str(self.path)))
-            return
+            return channels_last(self.file.pages[index].asarray(), f"{self.path} page {index + 1}")
+        self.file.seek(index)
+        name = f"{self.path} frame {index + 1}"
+        if self.file.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+            pixels = channels_last(np.asarray(self.file).astype(np.uint16), name)
+        else:
+            pixels = channels_last(pillow_pixels(self.file, name), name)
+        if index == 0:
+            self.first_grey = pixels.shape[-1] <= 2
+        elif self.file.format == "GIF" and self.first_grey and pixels.shape[-1] >= 3 and _holds_grey(pixels):
+            pixels = np.concatenate([pixels[..., :1], pixels[..., 3:]], axis=-1)  # expanded by Pillow
+        return pixels
+
+    def frames(self, on_packet=None):
         for index in range(self.count):
-            self.file.seek(index)
-            pixels = np.asarray(self.file.convert(PIL_MODES[self.channels]))
+            pixels = self._decode(index)
             self.decoded += 1
-            yield Frame(pixels[..., None] if pixels.ndim == 2 else pixels,
-                        duration=self.file.info.get("duration"))
+            if self.tiff:  # pages keep their own layout (a TIFF output stores each page as it is)
+                yield Frame(pixels)
+            else:
+                yield Frame(to_channels(pixels, self.channels), duration=self.file.info.get("duration"))
 
     def close(self):
         self.file.close()
+
+
+def _holds_grey(pixels: np.ndarray) -> bool:
+    """Whether the colour of H×W×3/4 pixels is grey everywhere (R = G = B)."""
+    return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
+
+
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """H×W×C pixels in the layout of `channels` (1 to 4) that holds them without loss: grey repeated into
+    colour, alpha added as opaque (the dtype's maximum); colour taken as grey only where it is grey."""
+    have = pixels.shape[-1]
+    colour, alpha = pixels[..., :1 if have <= 2 else 3], pixels[..., -1:] if have in (2, 4) else None
+    if channels <= 2:
+        colour = colour[..., :1]
+    elif colour.shape[-1] == 1:
+        colour = np.repeat(colour, 3, axis=-1)
+    if channels in (2, 4):
+        alpha = alpha if alpha is not None else np.full_like(colour[..., :1], np.iinfo(pixels.dtype).max)
+        return np.concatenate([colour, alpha], axis=-1)
+    return np.ascontiguousarray(colour)
 
 
 # ---- writing -----------------------------------------------------------------------------------------------

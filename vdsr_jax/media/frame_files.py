@@ -1,5 +1,7 @@
 """Frame files (videos and multi-frame images) as streams: which reader a file gets and which writer an output,
 decoding failures worded as one error naming the frame, and `transcode`, which rewrites a file frame by frame.
+A still image (or a GIF or APNG of one frame) is a file of one frame, read as `images.read_image` reads it,
+so that it can be written in a format only the frame writers write (GIF, APNG).
 
 Frames are decoded, processed and encoded as a stream, so memory follows the frame size (and what the
 processing holds), not the clip length; only an animated WebP grows, by its encoded size, in memory until it
@@ -9,6 +11,7 @@ PyAV is imported only when a video is read or written, or a GIF or APNG written:
 the other multi-frame images still work, and those say in one line how to install it.
 """
 import itertools
+from fractions import Fraction
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from PIL import Image
 from vdsr_jax.errors import ImageError
 from vdsr_jax.media.animation import AnimationReader, FFmpegAnimationWriter, TiffPagesWriter, WebPAnimationWriter
 from vdsr_jax.media.frames import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import atomic_output
+from vdsr_jax.media.images import atomic_output, read_image
 from vdsr_jax.media.video import VideoReader, VideoWriter, codec_errors, pyav, reason
 
 # (pixels, frame) pairs in, (processed pixels, frame) pairs out, in order; see `transcode`
@@ -44,10 +47,35 @@ def is_frame_file(path) -> bool:
 
 # ---- reading -----------------------------------------------------------------------------------------------
 
+class StillReader(FrameReader):
+    """An image of one frame, as `images.read_image` reads it (EXIF orientation applied, 16-bit PNG kept),
+    with the delay and loop count its file states (GIF, APNG)."""
+
+    kind = "still"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.pixels = read_image(self.path)
+        self.height, self.width, self.channels = self.pixels.shape
+        self.grey = self.channels <= 2
+        self.count, self.rate, self.time_base = 1, None, Fraction(1, 1000)
+        with Image.open(self.path) as im:
+            self.loop, self.duration = im.info.get("loop"), im.info.get("duration")
+
+    def frames(self, on_packet=None):
+        self.decoded = 1
+        yield Frame(self.pixels, duration=self.duration)
+
+    def close(self):
+        pass
+
+
 def open_frames(path) -> FrameReader:
-    """A VideoReader for a video suffix, else an AnimationReader; ImageError for a file that cannot be read,
-    MissingDependency for a video without PyAV."""
-    return VideoReader(path) if is_video(path) else AnimationReader(path)
+    """A VideoReader for a video suffix, an AnimationReader for an image file of several frames, else a
+    StillReader; ImageError for a file that cannot be read, MissingDependency for a video without PyAV."""
+    if is_video(path):
+        return VideoReader(path)
+    return AnimationReader(path) if is_frame_file(path) else StillReader(path)
 
 
 def iter_frames(path, step: int = 1):
@@ -58,9 +86,9 @@ def iter_frames(path, step: int = 1):
                 yield index, frame.pixels
 
 
-def _decoding(reader: FrameReader, on_audio=None) -> Iterator[Frame]:
+def _decoding(reader: FrameReader, on_packet=None) -> Iterator[Frame]:
     """reader.frames with decoding failures as one ImageError naming the frame."""
-    frames = reader.frames(on_audio)
+    frames = reader.frames(on_packet)
     while True:
         try:
             frame = next(frames)
@@ -84,21 +112,27 @@ def frame_summary(path) -> dict:
 # ---- writing -----------------------------------------------------------------------------------------------
 
 def check_output(reader: FrameReader, target: Path) -> None:
-    """ImageError before any work if `target`'s suffix cannot hold what `reader` gives."""
+    """ImageError before any work if `target`'s suffix cannot hold what `reader` gives (a video's streams are
+    checked when its writer is made, still before the first frame)."""
     suffix = target.suffix.lower()
     if reader.kind == "video" and suffix not in VIDEO_SUFFIXES:
         raise ImageError(f"{target}: a video is written as a video ({', '.join(VIDEO_SUFFIXES)})")
     if suffix not in VIDEO_SUFFIXES + ANIMATION_SUFFIXES:
         raise ImageError(f"{target}: cannot hold frames (use {', '.join(VIDEO_SUFFIXES + ANIMATION_SUFFIXES)})")
+    if suffix in VIDEO_SUFFIXES and reader.channels in (2, 4):
+        raise ImageError(f"{target}: the videos written here cannot hold the alpha channel of {reader.path}; "
+                         "write .png, .webp, .gif or .tif")
 
 
 def open_writer(tmp: Path, target: Path, reader: FrameReader, height: int, width: int, crf,
-                lossless: bool) -> FrameWriter:
-    """The writer for `target`'s suffix, writing height×width frames to `tmp`; MissingDependency naming
-    `target` where it needs PyAV (videos, GIF, APNG) and PyAV is not installed."""
+                lossless: bool, note=None) -> FrameWriter:
+    """The writer for `target`'s suffix, writing height×width frames to `tmp` (`note(text)`: what a video writer
+    converts); MissingDependency naming `target` where it needs PyAV (videos, GIF, APNG) and PyAV is not
+    installed."""
     suffix = target.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
-        return VideoWriter(pyav(target, "writing a video"), tmp, suffix, reader, height, width, crf, lossless)
+        return VideoWriter(pyav(target, "writing a video"), tmp, suffix, reader, height, width, crf, lossless,
+                           note)
     if suffix in (".tif", ".tiff"):
         return TiffPagesWriter(tmp)
     if suffix == ".webp":
@@ -107,16 +141,17 @@ def open_writer(tmp: Path, target: Path, reader: FrameReader, height: int, width
 
 
 def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], process: Process,
-              crf: int | None = None, lossless: bool = False, progress=None) -> int:
+              crf: int | None = None, lossless: bool = False, progress=None, note=None) -> int:
     """Rewrite every frame of a video or multi-frame image `source` into `target` as `process` turns it;
     returns the number of frames.
 
     `out_shape(height, width)` is the (height, width) of every output frame for the source's frame size;
     `process` maps an iterable of (H×W×C pixels, Frame) pairs to (processed pixels, the same Frame) pairs in
-    the same order, lazily, so frames stream through. Timing, loop count and audio streams are kept (see the
-    readers and writers); `crf` and `lossless` set the video or WebP encoding. `progress.reset(total=count)`
+    the same order, lazily, so frames stream through. Timing, loop count, a video's display and colour
+    description and its other streams are kept (see the readers and writers; `note(text)`, print by default,
+    hears of each stream converted or copied unscaled); `crf` and `lossless` set the video or WebP encoding. `progress.reset(total=count)`
     once, `progress.update(1)` per frame written. ImageError naming the file (and the frame, for a decoding
-    failure or a frame of another size); MissingDependency naming it where PyAV is needed and not installed
+    failure, a frame of another size, or a stream the output cannot take); MissingDependency naming it where PyAV is needed and not installed
     (videos; GIF and APNG output); KeyboardInterrupt saying after how many frames it stopped. Nothing is left
     at `target` unless every frame was written.
     """
@@ -129,12 +164,12 @@ def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], 
             progress.reset(total=reader.count)
         with atomic_output(target) as tmp:
             try:
-                writer = open_writer(tmp, target, reader, height, width, crf, lossless)
+                writer = open_writer(tmp, target, reader, height, width, crf, lossless, note)
             except (*codec_errors(), ValueError) as e:
                 raise ImageError(f"{target}: cannot write ({reason(e)})") from None
             try:
-                on_audio = writer.mux_audio if writer.muxes_audio else None
-                for pixels, frame in process((frame.pixels, frame) for frame in _decoding(reader, on_audio)):
+                on_packet = writer.mux_packet if writer.muxes_streams else None
+                for pixels, frame in process((frame.pixels, frame) for frame in _decoding(reader, on_packet)):
                     if writer.fixed_size and pixels.shape[:2] != (height, width):
                         raise ImageError(f"{source}: frame {written + 1} changes the frame size")
                     writer.write(pixels, frame)

@@ -1,12 +1,13 @@
 """The interface of frame files (videos and multi-frame images): a `FrameReader` gives `Frame`s one at a time,
-with their timing, and the audio streams to copy; a `FrameWriter` takes the processed frames. Every reader and
+with their timing, and the file's other streams; a `FrameWriter` takes the processed frames. Every reader and
 writer in `vdsr_jax.media` implements one of the two, and callers use only the members declared here: what a
 writer can do beyond writing frames is a declared capability with a default, not an attribute to probe for.
 """
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -30,14 +31,20 @@ class FrameReader(abc.ABC):
 
     kind: "video" (written only as a video) or "animation" (a multi-frame image).
     path: the file.
-    height, width, channels: the frame size, and 1 to 4 channels (videos: 1 for grey pixel formats, else 3).
+    height, width, channels: the frame size as displayed, and 1 to 4 channels (1: grey, 2: grey + alpha,
+        3: colour, 4: colour + alpha): what every frame holds, or can be converted to without loss (a file
+        whose frames differ gets the widest layout; frames may still come in their own, e.g. TIFF pages).
     grey: whether the frames are grey (1 channel, or grey + alpha).
     count: the number of frames the file declares; None where it declares none.
     rate: frames per second (a video's average or guessed rate); None for animations, whose frames carry
         durations.
     time_base: the unit of `Frame.pts`, in seconds (1/1000 for animations).
     loop: how often an animation plays (0: forever); None where the file says nothing (videos).
-    audio: the audio streams (PyAV streams) whose packets `frames(on_audio)` passes on; empty for animations.
+    streams: the file's other streams (PyAV streams: audio, subtitles, data, attachments, further video
+        streams), whose packets `frames(on_packet)` passes on; empty for animations.
+    sample_aspect_ratio: the width/height of a pixel as displayed (videos; None: square or unknown).
+    colour: the colour description frames are decoded with (videos: FFmpeg's colorspace, color_range,
+        color_primaries and color_trc numbers where the file gives them).
     decoded: how many frames have been decoded so far (for messages).
     """
 
@@ -51,12 +58,15 @@ class FrameReader(abc.ABC):
     rate: Fraction | None
     time_base: Fraction
     loop: int | None = None
-    audio: Sequence = ()
+    streams: Sequence = ()
+    sample_aspect_ratio: Fraction | None = None
+    colour: Mapping[str, int] = MappingProxyType({})
     decoded: int = 0
 
     @abc.abstractmethod
-    def frames(self, on_audio: Callable | None = None) -> Iterator[Frame]:
-        """The frames in presentation order; `on_audio(packet)` receives each audio packet as it is demuxed.
+    def frames(self, on_packet: Callable | None = None) -> Iterator[Frame]:
+        """The frames in presentation order, each upright (a video's display matrix applied); `on_packet(packet)`
+        receives each packet of `streams` as it is demuxed.
         Codecs raise their own errors for damaged frames (`frame_files.iter_frames` words them)."""
 
     @abc.abstractmethod
@@ -74,11 +84,12 @@ class FrameWriter(abc.ABC):
     """Writes frames to a temporary file, complete after `close`; `abort` gives up (and never raises).
 
     Capabilities, with their defaults (writers that have one override it):
-    muxes_audio: `mux_audio(packet)` copies an audio packet of the reader's `audio` streams into the output.
+    muxes_streams: `mux_packet(packet)` copies or converts a packet of the reader's `streams` into the output
+        (what becomes of each stream is decided when the writer is made, before the first frame).
     fixed_size: every frame must have the size the writer was made for (False where pages may differ).
     """
 
-    muxes_audio: bool = False
+    muxes_streams: bool = False
     fixed_size: bool = True
 
     @abc.abstractmethod
@@ -93,6 +104,6 @@ class FrameWriter(abc.ABC):
     def abort(self) -> None:
         """Stop without finishing the file; it is removed by whoever made the temporary name."""
 
-    def mux_audio(self, packet) -> None:
-        """Copy one audio packet into the output (only where `muxes_audio`)."""
-        raise NotImplementedError(f"{type(self).__name__} writes no audio")
+    def mux_packet(self, packet) -> None:
+        """Copy or convert one packet of the reader's `streams` into the output (only where `muxes_streams`)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no streams besides its frames")

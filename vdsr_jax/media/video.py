@@ -1,15 +1,27 @@
 """Videos through PyAV, whose wheels ship FFmpeg (no system FFmpeg needed).
 
-Reading: the first video stream's frames are decoded to 8-bit RGB (grey pixel formats to grey), each keeps its
-presentation time stamp, and the audio streams are handed on packet by packet, to be copied (not re-encoded).
+Reading: the first video stream's frames are decoded by FFmpeg to 8-bit RGB, or to 8-bit grey for grey pixel
+formats (samples above 8 bits are rounded by FFmpeg's conversion), with the colorspace and range the file
+states; its display matrix (a phone's rotation, a mirroring) is applied to the pixels, as FFmpeg's own
+autorotation does. Frames with alpha (yuva420p, rgba, ya8, …) are refused, as no video output written here
+can hold it. Each frame keeps its presentation time stamp; the file's other streams (audio, subtitles, data,
+attachments, further video streams) are handed on packet by packet.
+
 Writing: H.264 (libx264, yuv420p, CRF 18; yuv444p when a side is odd, which 4:2:0 cannot hold) in
 .mp4/.mkv/.mov/.avi, VP9 (CRF 31) in .webm; lossless: H.264 RGB with qp 0 (libx264rgb), VP9 lossless in RGB
-(gbrp) for .webm, so the decoded frames are exactly the written ones. Alpha and samples above 8 bits are not
-kept.
+(gbrp) for .webm, so the decoded frames are exactly the written ones. Grey frames are written as colour of
+equal channels (FFmpeg decodes H.264's grey 4:0:0 as 4:2:0 colour anyway).
+The sample aspect ratio and the colour description (colorspace, range, primaries, transfer) are kept: YUV
+output is converted from RGB with the source's matrix and range and tagged with all four. Every other stream
+of the source is decided on before the first frame, by asking FFmpeg's muxer to take a packet of it (a
+header and one packet, in memory): copied as it is; audio the muxer refuses is converted to the muxer's
+default audio codec (said in a note); anything else refused is an ImageError naming the stream.
 
 PyAV is imported when a video is opened or a writer made (`pyav`), not with this module.
 """
 import contextlib
+import io
+import math
 import re
 import sys
 from fractions import Fraction
@@ -19,9 +31,13 @@ import numpy as np
 
 from vdsr_jax.errors import ImageError, MissingDependency
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
+from vdsr_jax.media.images import orient, to_8_bits
 
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
+# FFmpeg's colour description fields, each with the values that say nothing (unspecified, reserved; a
+# colorspace of 0 is RGB itself, which a YUV output cannot be tagged with): libavutil/pixfmt.h
+UNSPECIFIED_COLOUR = {"colorspace": (0, 2), "color_range": (0,), "color_primaries": (0, 2), "color_trc": (0, 2)}
 
 
 def pyav(path, what: str):
@@ -42,15 +58,71 @@ def codec_errors() -> tuple[type[Exception], ...]:
 
 
 def reason(e: Exception) -> str:
-    """The words of an OSError or codec error, without its number."""
-    return getattr(e, "strerror", None) or str(e)
+    """The words of an OSError or codec error, without its number; with FFmpeg's last error line where PyAV
+    captured one (see `ffmpeg_says`), which names the cause (e.g. "mp4: unsupported channel layout")."""
+    words = getattr(e, "strerror", None) or str(e)
+    logged = str(e).partition("last error log: ")[2]
+    return f"{words}: {logged.strip()}" if logged else words
+
+
+@contextlib.contextmanager
+def ffmpeg_says(av):
+    """Within the block, FFmpeg's error lines are captured (not printed), so that a failing call's error
+    carries its cause (PyAV adds the last one to the error's words)."""
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture():
+            yield
+    finally:
+        av.logging.set_level(level)
+
+
+def colour_description(frame) -> dict[str, int]:
+    """The colour fields of a decoded frame that say something (see UNSPECIFIED_COLOUR); a PyAV without one of
+    them (older than 18 for primaries and transfer) leaves it out."""
+    described = {}
+    for name, unspecified in UNSPECIFIED_COLOUR.items():
+        value = getattr(frame, name, None)
+        if value is not None and int(value) not in unspecified:
+            described[name] = int(value)
+    return described
+
+
+def display_orientation(matrix, path) -> int:
+    """The EXIF orientation (1-8, as `images.orient` applies it) that shows a frame as FFmpeg's autorotation
+    does for a display `matrix` (9 int32, libavutil/display.h; None: upright). FFmpeg's rule (fftools:
+    get_rotation, then the transpose/hflip/vflip filters it inserts): theta, the clockwise angle of the matrix,
+    rounded; 90: transpose clockwise (counter-clockwise and flipped where matrix[3] > 0); 180: hflip where
+    matrix[0] < 0 and vflip where matrix[4] < 0; 270: counter-clockwise (clockwise and flipped where
+    matrix[3] < 0); 0: vflip where matrix[4] < 0. ImageError for another angle (FFmpeg would rotate by it,
+    which a frame of pixels cannot be without resampling)."""
+    if matrix is None:
+        return 1
+    m = [float(v) for v in matrix]
+    scale0, scale1 = math.hypot(m[0], m[3]), math.hypot(m[1], m[4])
+    if not scale0 or not scale1:
+        return 1  # a degenerate matrix: FFmpeg ignores it too
+    clockwise = math.degrees(math.atan2(m[1] / scale1, m[0] / scale0))  # minus av_display_rotation_get
+    theta = float(round(clockwise)) % 360
+    if theta == 90:
+        return 5 if m[3] > 0 else 6
+    if theta == 270:
+        return 7 if m[3] < 0 else 8
+    if theta == 180:
+        return {(True, True): 3, (True, False): 2, (False, True): 4, (False, False): 1}[(m[0] < 0, m[4] < 0)]
+    if theta == 0:
+        return 4 if m[4] < 0 else 1
+    raise ImageError(f"{path}: its display matrix rotates the picture by {theta:g}°; only quarter turns are "
+                     "applied")
 
 
 # ---- reading -----------------------------------------------------------------------------------------------
 
 class VideoReader(FrameReader):
-    """The first video stream of a container, and its audio streams; ImageError for a file that is missing,
-    damaged, without a video stream or in a codec this FFmpeg cannot decode; MissingDependency without PyAV."""
+    """The first video stream of a container, and its other streams; ImageError for a file that is missing,
+    damaged, without a video stream, in a codec this FFmpeg cannot decode, with alpha, or with a display
+    matrix that is not a multiple of a quarter turn; MissingDependency without PyAV."""
 
     kind = "video"
 
@@ -58,12 +130,9 @@ class VideoReader(FrameReader):
         self.path = Path(path)
         if not self.path.is_file():
             raise ImageError(f"{self.path}: no such file" if not self.path.exists() else f"{self.path}: not a file")
-        av = pyav(self.path, "reading a video")
-        # PyAV < 19 decodes container metadata strictly unless told otherwise; 19 dropped the option (and the
-        # strictness).
-        lenient = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+        self.av = av = pyav(self.path, "reading a video")
         try:
-            self.container = av.open(str(self.path), **lenient)
+            self.container = self._open()
         except av.error.FFmpegError as e:
             raise ImageError(f"{self.path}: not a readable video ({reason(e)})") from None
         try:
@@ -75,33 +144,68 @@ class VideoReader(FrameReader):
                 tag = getattr(self.stream, "codec_tag", None) or self.stream.metadata.get("codec", "unknown")
                 raise ImageError(f"{self.path}: its video codec ({tag}) cannot be decoded (unsupported or "
                                  "unknown); convert it to H.264, VP9 or FFV1 first")
+            layout = context.pix_fmt or "unknown"
+            pixel_format = av.VideoFormat(context.pix_fmt) if context.pix_fmt else None
+            components = len(pixel_format.components) if pixel_format else 3
+            if components in (2, 4):
+                raise ImageError(f"{self.path}: its frames carry alpha ({layout}), which no video written "
+                                 "here can hold; convert it to a pixel format without alpha first")
+            self.orientation, first = self._display()
         except BaseException:
             self.container.close()
             raise
-        self.audio = list(self.container.streams.audio)
-        self.grey = (context.pix_fmt or "").startswith(("gray", "ya"))
-        self.height, self.width = context.height, context.width
+        self.streams = [s for s in self.container.streams if s.index != self.stream.index]
+        self.grey = components == 1 and not pixel_format.has_palette
         self.channels = 1 if self.grey else 3
+        self.height, self.width = context.height, context.width
+        sample_aspect = context.sample_aspect_ratio
+        self.sample_aspect_ratio = Fraction(sample_aspect) if sample_aspect else None
+        if self.orientation >= 5:  # a quarter turn: the displayed frame is the coded one transposed
+            self.height, self.width = self.width, self.height
+            self.sample_aspect_ratio = 1 / self.sample_aspect_ratio if self.sample_aspect_ratio else None
+        self.colour = colour_description(first)
+        if pixel_format is None or pixel_format.is_rgb or pixel_format.has_palette:  # no YUV matrix, no YUV range
+            self.colour = {k: v for k, v in self.colour.items() if k not in ("colorspace", "color_range")}
         self.count = self.stream.frames or None
         self.rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
         self.time_base = self.stream.time_base or 1 / Fraction(self.rate)
 
-    def frames(self, on_audio=None):
-        """Frames in presentation order; `on_audio(packet)` receives each audio packet as it is demuxed."""
-        streams = [self.stream, *(self.audio if on_audio else [])]
+    def _open(self):
+        # PyAV < 19 decodes container metadata strictly unless told otherwise; 19 dropped the option (and the
+        # strictness).
+        lenient = {"metadata_errors": "ignore"} if int(self.av.__version__.split(".")[0]) < 19 else {}
+        return self.av.open(str(self.path), **lenient)
+
+    def _display(self):
+        """(EXIF orientation 1-8 that shows the frames upright, the first frame): read from the first frame's
+        display matrix, in a second opening of the file so that no packet of this one is consumed."""
+        with self._open() as container:
+            stream = container.streams.video[0]
+            first = next(container.decode(stream), None)
+        if first is None:
+            raise ImageError(f"{self.path}: holds no decodable video frame")
+        matrix = next((np.frombuffer(bytes(data), np.int32)[:9] for data in first.side_data
+                       if getattr(data.type, "name", str(data.type)).endswith("DISPLAYMATRIX")), None)
+        return display_orientation(matrix, self.path), first
+
+    def frames(self, on_packet=None):
+        """Frames in presentation order, upright; `on_packet(packet)` receives each packet of `streams` as it is
+        demuxed."""
+        streams = [self.stream, *(self.streams if on_packet else [])]
         step = max(1, round(1 / (self.time_base * self.rate)))
         last = None
+        colour = {"src_colorspace": self.colour.get("colorspace"), "src_color_range": self.colour.get("color_range")}
         for packet in self.container.demux(*streams):
-            if packet.stream.type == "audio":
+            if packet.stream.index != self.stream.index:
                 if packet.dts is not None:
-                    on_audio(packet)
+                    on_packet(packet)
                 continue
             for frame in packet.decode():
-                pixels = frame.to_ndarray(format="gray" if self.grey else "rgb24")
+                pixels = frame.to_ndarray(format="gray" if self.grey else "rgb24", **colour)
                 pts = frame.pts if frame.pts is not None else (0 if last is None else last + step)
                 last = pts
                 self.decoded += 1
-                yield Frame(pixels[..., None] if pixels.ndim == 2 else pixels, pts)
+                yield Frame(orient(pixels[..., None] if pixels.ndim == 2 else pixels, self.orientation), pts)
         self._check_complete(last, step)
 
     def _check_complete(self, last: int | None, step: int) -> None:
@@ -141,32 +245,151 @@ def video_codec(suffix: str, height: int, width: int, crf: int | None, lossless:
     return "libx264", pix_fmt, {"crf": str(DEFAULT_CRF["libx264"] if crf is None else crf), **no_reordering}
 
 
+def describe(stream) -> str:
+    """"audio stream 1 (pcm_s16le)": a stream as messages name it (its index in the file, its codec)."""
+    context = getattr(stream, "codec_context", None)
+    codec = getattr(context, "name", None) or stream.metadata.get("handler_name") or "unknown codec"
+    return f"{stream.type} stream {stream.index} ({codec})"
+
+
+def _layout(context) -> str:
+    """The channel layout of an audio stream as an encoder takes it: FFmpeg's default layout for a bare
+    channel count of one or two ("2 channels", as AVI and WAV state it, is stereo)."""
+    name = context.layout.name
+    return {"1 channels": "mono", "2 channels": "stereo"}.get(name, name)
+
+
+def _refusal(av, muxer: str, add, packet=None) -> str | None:
+    """None where FFmpeg's `muxer` writes, in memory, a file holding the stream that `add(container)` adds
+    (its header, `packet` if given, its trailer); else FFmpeg's reason."""
+    failure = None
+    with ffmpeg_says(av):
+        container = av.open(io.BytesIO(), "w", format=muxer)
+        try:
+            stream = add(container)
+            container.start_encoding()
+            if packet is not None:
+                packet.stream = stream
+                container.mux(packet)
+        except (av.error.FFmpegError, ValueError, TypeError, NotImplementedError) as e:
+            failure = reason(e)
+        try:
+            container.close()
+        except (av.error.FFmpegError, ValueError) as e:
+            failure = failure or reason(e)
+    return failure
+
+
+def _first_packets(av, reader) -> dict[int, object]:
+    """The first packet of each of `reader.streams` that has one (attachments have none), from a second
+    opening of the file, demuxed until each stream has given one or the file ends."""
+    wanted = {s.index for s in reader.streams if s.type != "attachment"}
+    found = {}
+    with av.open(str(reader.path)) as container:
+        streams = [s for s in container.streams if s.index in wanted]
+        for packet in container.demux(*streams) if streams else ():
+            if packet.dts is not None and packet.size and packet.stream.index not in found:
+                found[packet.stream.index] = packet
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+def plan_streams(av, reader, muxer: str, target) -> tuple[list, list[str]]:
+    """What becomes of each of `reader.streams` in a `muxer` file, decided before any frame: ([(stream, None)
+    to copy it, or (stream, codec) to convert it], notes for the user). A stream is copied where FFmpeg's
+    muxer takes a packet of it as it is; audio it refuses is converted to the muxer's default audio codec;
+    ImageError naming the stream and FFmpeg's reason where neither works."""
+    samples = _first_packets(av, reader) if reader.streams else {}
+    plan, notes = [], []
+    for stream in reader.streams:
+        refusal = _refusal(av, muxer, lambda c, s=stream: c.add_stream_from_template(s), samples.get(stream.index))
+        if refusal is None:
+            plan.append((stream, None))
+            if stream.type == "video":
+                notes.append(f"{reader.path}: {describe(stream)} is copied as it is (only the first video stream "
+                             "is upscaled)")
+            continue
+        if stream.type == "audio":
+            with av.open(io.BytesIO(), "w", format=muxer) as probe:
+                codec = probe.default_audio_codec
+            converted = lambda c, s=stream, k=codec: _audio_stream(av, c, k, s)  # noqa: E731
+            if codec not in (None, "none") and _refusal(av, muxer, converted) is None:
+                plan.append((stream, codec))
+                notes.append(f"{reader.path}: {describe(stream)} is converted to {codec} for {target.suffix} "
+                             f"({refusal})")
+                continue
+        raise ImageError(f"{reader.path}: its {describe(stream)} cannot go into {target.suffix} ({refusal}); "
+                         "write a container that takes it, or remove the stream first")
+    return plan, notes
+
+
+def _audio_stream(av, container, codec: str, source):
+    """An output audio stream in `codec` for the decoded audio of `source`: its channel layout, and its sample
+    rate or the nearest one the encoder takes (PyAV's encoder resamples the frames to the stream's settings)."""
+    context = source.codec_context
+    rate, supported = context.sample_rate, av.Codec(codec, "w").audio_rates
+    if supported and rate not in supported:
+        rate = min(supported, key=lambda r: abs(r - rate))
+    return container.add_stream(codec, rate=rate, layout=_layout(context))
+
+
 class VideoWriter(FrameWriter):
-    """A video of `reader`'s frame rate and time base, holding a copy of its audio streams (`video_codec`)."""
+    """A video of `reader`'s frame rate, time base, sample aspect ratio and colour description, holding its other
+    streams as `plan_streams` decides (`video_codec`); `note(text)` receives what is converted."""
 
-    muxes_audio = True
+    muxes_streams = True
 
-    def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int, crf, lossless: bool):
+    def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int, crf, lossless: bool,
+                 note=None):
         self.av = av  # PyAV
-        self.container = self.av.open(str(tmp), "w", format=_MUXERS[suffix])
-        codec, pix_fmt, options = video_codec(suffix, height, width, crf, lossless)
-        rate = reader.rate or Fraction(25)
-        self.stream = self.container.add_stream(codec, rate=rate, options=options)
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
-        self.stream.time_base = self.stream.codec_context.time_base = reader.time_base
-        self.audio = {}
-        for stream in reader.audio:
-            self.audio[stream.index] = self.container.add_stream_from_template(stream)
+        muxer = _MUXERS[suffix]
+        plan, notes = plan_streams(av, reader, muxer, Path(tmp).with_suffix(suffix))
+        self.container = self.av.open(str(tmp), "w", format=muxer)
+        try:
+            codec, self.pix_fmt, options = video_codec(suffix, height, width, crf, lossless)
+            self.stream = self.container.add_stream(codec, rate=reader.rate or Fraction(25), options=options)
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, self.pix_fmt
+            context = self.stream.codec_context
+            self.stream.time_base = context.time_base = reader.time_base
+            if reader.sample_aspect_ratio:
+                context.sample_aspect_ratio = reader.sample_aspect_ratio
+            # a YUV output is converted with the source's matrix and range, and says so; an RGB one keeps values
+            self.colour = dict(reader.colour) if self.pix_fmt.startswith("yuv") else {}
+            for name, value in self.colour.items():
+                if hasattr(context, name):
+                    setattr(context, name, value)
+            self.copies, self.converts = {}, {}
+            for stream, convert_to in plan:
+                if convert_to is None:
+                    self.copies[stream.index] = self.container.add_stream_from_template(stream)
+                else:
+                    self.converts[stream.index] = (stream, _audio_stream(av, self.container, convert_to, stream))
+        except BaseException:
+            self.abort()
+            raise
+        for text in notes:
+            (note or print)(text)
         self.time_base = reader.time_base
         self.clock = 0
 
-    def mux_audio(self, packet):
-        packet.stream = self.audio[packet.stream.index]
-        self.container.mux(packet)
+    def mux_packet(self, packet):
+        index = packet.stream.index
+        if index in self.copies:
+            packet.stream = self.copies[index]
+            self.container.mux(packet)
+        else:
+            _, out = self.converts[index]
+            for frame in packet.decode():
+                self.container.mux(out.encode(frame))
 
     def write(self, pixels: np.ndarray, frame: Frame):
+        pixels = to_8_bits(pixels)
         rgb = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
         out = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if self.colour:
+            out = out.reformat(format=self.pix_fmt, dst_colorspace=self.colour.get("colorspace"),
+                               dst_color_range=self.colour.get("color_range"))
         if frame.pts is not None:
             out.pts = frame.pts
         else:  # an animation: durations in milliseconds
@@ -177,9 +400,12 @@ class VideoWriter(FrameWriter):
 
     def close(self):
         self.container.mux(self.stream.encode(None))
+        for source, out in self.converts.values():
+            for frame in source.codec_context.decode(None):
+                self.container.mux(out.encode(frame))
+            self.container.mux(out.encode(None))
         self.container.close()
 
     def abort(self):
         with contextlib.suppress(Exception):
             self.container.close()
-
