@@ -572,3 +572,186 @@ def test_one_frame_video(tmp_path, tiny):
     out, summary = decoded(tmp_path / "out.mkv")
     assert summary["count"] == 1
     np.testing.assert_array_equal(out[0], still_path(list(moving_shapes(1)), tiny[1])[0])
+
+
+# ---- display metadata ------------------------------------------------------------------------------------
+
+def with_display_matrix(path, a, b, c, d):
+    """Set the first track's display matrix in an MP4's tkhd box (ISO/IEC 14496-12, 8.3.2: after version,
+    flags, times, track id, duration, 8 reserved bytes, layer, group, volume and 2 reserved bytes come
+    a, b, u, c, d, v, x, y, w; a-d and x, y in 16.16 fixed point, u, v, w in 2.30)."""
+    data = bytearray(path.read_bytes())
+    box = data.index(b"tkhd") + 4
+    times = 32 if data[box] == 1 else 20
+    matrix = box + 4 + times + 8 + 8
+    values = [a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30]
+    data[matrix:matrix + 36] = b"".join(v.to_bytes(4, "big", signed=True) for v in values)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("matrix", [(0, 1, -1, 0), (0, -1, 1, 0), (-1, 0, 0, -1)])
+def test_display_rotation_is_applied_to_the_frames(tmp_path, tiny, matrix):
+    """A phone's portrait clip (and the other quarter turns): the output shows as the source does. FFmpeg
+    reports the source's rotation (frame.rotation, counter-clockwise degrees); the output frames are the still
+    path's result on the source frames turned by it, and carry no rotation."""
+    source = with_display_matrix(write_clip(tmp_path / "phone.mp4", count=3, audio=None), *matrix)
+    with av.open(str(source)) as c:
+        rotation = next(c.decode(video=0)).rotation
+    assert rotation in (-90, 90, 180, -180)
+    assert run(tiny, source, tmp_path / "out.mp4", "--lossless") == 0
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert next(c.decode(video=0)).rotation == 0
+    turned = [np.rot90(f, k=rotation // 90) for f in moving_shapes(3)]
+    out, summary = decoded(tmp_path / "out.mp4")
+    assert summary["size"] == (turned[0].shape[1] * 2, turned[0].shape[0] * 2)
+    for got, want in zip(out, still_path(turned, tiny[1]), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_mirroring_display_matrix_is_applied(tmp_path, tiny):
+    """a = -1: x' = -x, a horizontal mirror (ISO/IEC 14496-12's matrix), which FFmpeg applies as hflip."""
+    source = with_display_matrix(write_clip(tmp_path / "selfie.mp4", count=2, audio=None), -1, 0, 0, 1)
+    assert run(tiny, source, tmp_path / "out.mp4", "--lossless") == 0
+    out, _ = decoded(tmp_path / "out.mp4")
+    for got, want in zip(out, still_path([f[:, ::-1] for f in moving_shapes(2)], tiny[1]), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_sample_aspect_ratio_and_colour_description_are_kept(tmp_path, tiny):
+    """An anamorphic (4:3 pixels), BT.709 full-range clip: the output carries the same sample aspect ratio and
+    colour fields as FFmpeg reads them back, and its frames, decoded by FFmpeg to RGB, are the still path's
+    result on FFmpeg's RGB frames of the source within H.264's precision."""
+    path = tmp_path / "wide.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=25, options={"qp": "0"})
+        stream.height, stream.width, stream.pix_fmt = 24, 32, "yuv444p"
+        context = stream.codec_context
+        context.sample_aspect_ratio = Fraction(4, 3)
+        context.colorspace, context.color_range, context.color_primaries, context.color_trc = 1, 2, 1, 1
+        for i, pixels in enumerate(moving_shapes(3)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(
+                format="yuv444p", dst_colorspace=1, dst_color_range=2)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert run(tiny, path, tmp_path / "out.mkv", "--crf", "0") == 0
+    fields = ("colorspace", "color_range", "color_primaries", "color_trc")
+    with av.open(str(path)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        first_a, first_b = next(a.decode(video=0)), next(b.decode(video=0))
+        assert [int(getattr(first_b, f)) for f in fields] == [int(getattr(first_a, f)) for f in fields] == [1, 2, 1, 1]
+        assert b.streams.video[0].sample_aspect_ratio == a.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
+    with av.open(str(path)) as c:
+        source = [f.to_ndarray(format="rgb24", src_color_range=2) for f in c.decode(video=0)]
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        got = [f.to_ndarray(format="rgb24", src_color_range=2) for f in c.decode(video=0)]
+    for frame, want in zip(got, still_path(source, tiny[1]), strict=True):
+        subsampled = av.VideoFrame.from_ndarray(want, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=1, dst_color_range=2).to_ndarray(format="rgb24", src_color_range=2)
+        assert np.mean((frame.astype(float) - subsampled) ** 2) < 4
+
+
+# ---- the other streams of a video -------------------------------------------------------------------------
+
+def stereo_pcm_avi(path, count=8):
+    """The issue's AVI: `count` frames and PCM audio in two channels ("2 channels", no order, as AVI states it)."""
+    with av.open(str(path), "w", format="avi") as out:
+        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0", "bf": "0"})
+        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        sound = out.add_stream("pcm_s16le", rate=8000, layout="stereo")
+        for i, pixels in enumerate(moving_shapes(count)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        tone = (3000 * np.sin(np.arange(8000 * count // 25) / 5)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, -tone]), format="s16p", layout="stereo")
+        frame.sample_rate, frame.pts = 8000, 0
+        out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
+
+
+def test_pcm_audio_into_mp4_is_converted_with_a_note(tmp_path, tiny, capsys):
+    """The issue's instance: FFmpeg's mp4 muxer refuses the AVI's PCM ("unsupported channel layout"); the audio
+    is converted to the muxer's default (AAC), said in one note line, and lasts as long, in two channels."""
+    source = stereo_pcm_avi(tmp_path / "clip.avi")
+    assert run(tiny, source, tmp_path / "out.mp4") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "audio stream 1 (pcm_s16le) is converted to aac" in notes[0], notes
+    with av.open(str(source)) as a, av.open(str(tmp_path / "out.mp4")) as b:
+        assert [s.type for s in b.streams] == ["video", "audio"]
+        assert b.streams.audio[0].codec_context.name == "aac" and b.streams.audio[0].codec_context.channels == 2
+        seconds = sum(f.samples for f in a.decode(audio=0)) / 8000
+        out = b.streams.audio[0]
+        assert abs(float(out.duration * out.time_base) - seconds) < 1024 / 8000  # within one AAC frame
+    assert media.frame_summary(tmp_path / "out.mp4")["count"] == 8
+
+
+def test_aac_into_mkv_is_copied(tmp_path, tiny, capsys):
+    source = write_clip(tmp_path / "clip.mp4", count=4)
+    assert run(tiny, source, tmp_path / "out.mkv") == 0
+    assert "note:" not in capsys.readouterr().err
+    with av.open(str(source)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        packets = lambda c: [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]  # noqa: E731
+        assert packets(a) == packets(b)
+
+
+def subtitled_mkv(path):
+    """A Matroska clip with a SubRip subtitle stream (PyAV muxes the text packet as it is)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        if not hasattr(out, "add_mux_stream"):
+            pytest.skip("this PyAV cannot mux a subtitle stream without encoding (add_mux_stream: PyAV 16)")
+        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
+        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        subtitle = out.add_mux_stream("subrip")
+        subtitle.time_base = Fraction(1, 1000)
+        for i, pixels in enumerate(moving_shapes(3)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        packet = av.Packet(b"hello")
+        packet.stream, packet.pts, packet.dts, packet.duration = subtitle, 0, 0, 100
+        packet.time_base = Fraction(1, 1000)
+        out.mux(packet)
+        out.mux(video.encode(None))
+    return path
+
+
+def test_subtitles_are_copied_where_the_container_takes_them(tmp_path, tiny):
+    source = subtitled_mkv(tmp_path / "film.mkv")
+    assert run(tiny, source, tmp_path / "out.mkv") == 0
+    with av.open(str(source)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        assert [s.type for s in b.streams] == ["video", "subtitle"]
+        packets = lambda c: [bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size]  # noqa: E731
+        assert packets(a) == packets(b) == [b"hello"]
+
+
+def timecoded_mov(path):
+    """A QuickTime clip with a timecode (tmcd) data stream, as cameras write them."""
+    with av.open(str(path), "w", format="mov") as out:
+        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
+        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        video.metadata["timecode"] = "01:00:00:00"
+        for i, pixels in enumerate(moving_shapes(2)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("make,target,fragment", [
+    (subtitled_mkv, "out.mp4", "its subtitle stream 1 (srt) cannot go into .mp4"),
+    (subtitled_mkv, "out.webm", "its subtitle stream 1 (srt) cannot go into .webm"),
+    (timecoded_mov, "out.mkv", "its data stream 1 (TimeCodeHandler) cannot go into .mkv"),
+])
+def test_streams_the_container_cannot_take_are_refused_before_work(tmp_path, tiny, capsys, monkeypatch, make,
+                                                                   target, fragment):
+    """One line naming the stream, before the first frame is decoded, and nothing written."""
+    source = make(tmp_path / ("in.mkv" if make is subtitled_mkv else "in.mov"))
+    monkeypatch.setattr(VideoReader, "frames", lambda *_: pytest.fail("a frame was decoded"))
+    assert run(tiny, source, tmp_path / target) == 1
+    lines = error_lines(capsys)
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not list(tmp_path.glob("*out*"))

@@ -184,7 +184,9 @@ class VideoReader(FrameReader):
             first = next(container.decode(stream), None)
         if first is None:
             raise ImageError(f"{self.path}: holds no decodable video frame")
-        matrix = next((np.frombuffer(bytes(data), np.int32)[:9] for data in first.side_data
+        side_data = first.side_data  # iterating it gives the side data up to PyAV 18, their types from 19
+        entries = (item if hasattr(item, "type") else side_data[item] for item in side_data)
+        matrix = next((np.frombuffer(bytes(data), np.int32)[:9] for data in entries
                        if getattr(data.type, "name", str(data.type)).endswith("DISPLAYMATRIX")), None)
         return display_orientation(matrix, self.path), first
 
@@ -280,12 +282,12 @@ def _refusal(av, muxer: str, add, packet=None) -> str | None:
     return failure
 
 
-def _first_packets(av, reader) -> dict[int, object]:
+def _first_packets(reader) -> dict[int, object]:
     """The first packet of each of `reader.streams` that has one (attachments have none), from a second
     opening of the file, demuxed until each stream has given one or the file ends."""
     wanted = {s.index for s in reader.streams if s.type != "attachment"}
     found = {}
-    with av.open(str(reader.path)) as container:
+    with reader._open() as container:
         streams = [s for s in container.streams if s.index in wanted]
         for packet in container.demux(*streams) if streams else ():
             if packet.dts is not None and packet.size and packet.stream.index not in found:
@@ -300,7 +302,7 @@ def plan_streams(av, reader, muxer: str, target) -> tuple[list, list[str]]:
     to copy it, or (stream, codec) to convert it], notes for the user). A stream is copied where FFmpeg's
     muxer takes a packet of it as it is; audio it refuses is converted to the muxer's default audio codec;
     ImageError naming the stream and FFmpeg's reason where neither works."""
-    samples = _first_packets(av, reader) if reader.streams else {}
+    samples = _first_packets(reader) if reader.streams else {}
     plan, notes = [], []
     for stream in reader.streams:
         refusal = _refusal(av, muxer, lambda c, s=stream: c.add_stream_from_template(s), samples.get(stream.index))
