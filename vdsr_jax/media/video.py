@@ -144,13 +144,12 @@ class VideoReader(FrameReader):
                 tag = getattr(self.stream, "codec_tag", None) or self.stream.metadata.get("codec", "unknown")
                 raise ImageError(f"{self.path}: its video codec ({tag}) cannot be decoded (unsupported or "
                                  "unknown); convert it to H.264, VP9 or FFV1 first")
-            layout = context.pix_fmt or "unknown"
-            pixel_format = av.VideoFormat(context.pix_fmt) if context.pix_fmt else None
-            components = len(pixel_format.components) if pixel_format else 3
-            if components in (2, 4):
-                raise ImageError(f"{self.path}: its frames carry alpha ({layout}), which no video written "
-                                 "here can hold; convert it to a pixel format without alpha first")
             self.orientation, first = self._display()
+            pixel_format = first.format  # as decoded (a stream may state none before its first frame)
+            components = len(pixel_format.components)
+            if components in (2, 4):
+                raise ImageError(f"{self.path}: its frames carry alpha ({pixel_format.name}), which no video "
+                                 "written here can hold; convert it to a pixel format without alpha first")
         except BaseException:
             self.container.close()
             raise
@@ -164,7 +163,7 @@ class VideoReader(FrameReader):
             self.height, self.width = self.width, self.height
             self.sample_aspect_ratio = 1 / self.sample_aspect_ratio if self.sample_aspect_ratio else None
         self.colour = colour_description(first)
-        if pixel_format is None or pixel_format.is_rgb or pixel_format.has_palette:  # no YUV matrix, no YUV range
+        if pixel_format.is_rgb or pixel_format.has_palette:  # no YUV matrix, no YUV range
             self.colour = {k: v for k, v in self.colour.items() if k not in ("colorspace", "color_range")}
         self.count = self.stream.frames or None
         self.rate = self.stream.average_rate or self.stream.guessed_rate or Fraction(25)
@@ -180,8 +179,10 @@ class VideoReader(FrameReader):
         """(EXIF orientation 1-8 that shows the frames upright, the first frame): read from the first frame's
         display matrix, in a second opening of the file so that no packet of this one is consumed."""
         with self._open() as container:
-            stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
+            try:
+                first = next(container.decode(container.streams.video[0]), None)
+            except self.av.error.FFmpegError as e:
+                raise ImageError(f"{self.path}: cannot decode frame 1 ({reason(e)})") from None
         if first is None:
             raise ImageError(f"{self.path}: holds no decodable video frame")
         side_data = first.side_data  # iterating it gives the side data up to PyAV 18, their types from 19
