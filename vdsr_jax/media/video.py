@@ -306,6 +306,10 @@ def plan_streams(av, reader, muxer: str, target) -> tuple[list, list[str]]:
     samples = _first_packets(reader) if reader.streams else {}
     plan, notes = [], []
     for stream in reader.streams:
+        if stream.type not in ("audio", "video", "subtitle") and int(av.__version__.split(".")[0]) < 18:
+            # (PyAV 14 crashes copying a data stream from a template; 18 copies data and attachments)
+            raise ImageError(f"{reader.path}: its {describe(stream)} cannot be copied by PyAV {av.__version__} "
+                             "(PyAV 18 can); remove the stream first")
         refusal = _refusal(av, muxer, lambda c, s=stream: c.add_stream_from_template(s), samples.get(stream.index))
         if refusal is None:
             plan.append((stream, None))
