@@ -732,6 +732,30 @@ def test_subtitles_are_copied_where_the_container_takes_them(tmp_path, tiny):
         assert packets(a) == packets(b) == [b"hello"]
 
 
+def with_attachment(path):
+    """A Matroska clip with a font attached (as subtitled films carry them)."""
+    with av.open(str(path), "w", format="matroska") as out:
+        if not hasattr(out, "add_attachment"):
+            pytest.skip("this PyAV cannot write attachments (add_attachment)")
+        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
+        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        out.add_attachment("font.ttf", "font/ttf", b"not really a font")
+        for i, pixels in enumerate(moving_shapes(2)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_attachments_are_copied_where_the_container_takes_them(tmp_path, tiny):
+    source = with_attachment(tmp_path / "film.mkv")
+    assert run(tiny, source, tmp_path / "out.mkv") == 0
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        (attachment,) = c.streams.attachments
+        assert (attachment.name, bytes(attachment.data)) == ("font.ttf", b"not really a font")
+
+
 def timecoded_mov(path):
     """A QuickTime clip with a timecode (tmcd) data stream, as cameras write them."""
     with av.open(str(path), "w", format="mov") as out:
@@ -750,11 +774,12 @@ def timecoded_mov(path):
     (subtitled_mkv, "out.mp4", "its subtitle stream 1 (srt) cannot go into .mp4"),
     (subtitled_mkv, "out.webm", "its subtitle stream 1 (srt) cannot go into .webm"),
     (timecoded_mov, "out.mkv", "its data stream 1 (TimeCodeHandler) cannot "),  # go into .mkv; be copied by PyAV 14
+    (with_attachment, "out.mp4", "its attachment stream 1 (font.ttf) cannot "),
 ])
 def test_streams_the_container_cannot_take_are_refused_before_work(tmp_path, tiny, capsys, monkeypatch, make,
                                                                    target, fragment):
     """One line naming the stream, before the first frame is decoded, and nothing written."""
-    source = make(tmp_path / ("in.mkv" if make is subtitled_mkv else "in.mov"))
+    source = make(tmp_path / ("in.mov" if make is timecoded_mov else "in.mkv"))
     monkeypatch.setattr(VideoReader, "frames", lambda *_: pytest.fail("a frame was decoded"))
     assert run(tiny, source, tmp_path / target) == 1
     lines = error_lines(capsys)

@@ -251,7 +251,8 @@ def video_codec(suffix: str, height: int, width: int, crf: int | None, lossless:
 def describe(stream) -> str:
     """"audio stream 1 (pcm_s16le)": a stream as messages name it (its index in the file, its codec)."""
     context = getattr(stream, "codec_context", None)
-    codec = getattr(context, "name", None) or stream.metadata.get("handler_name") or "unknown codec"
+    name = getattr(stream, "name", None) if stream.type == "attachment" else None  # its file name
+    codec = getattr(context, "name", None) or name or stream.metadata.get("handler_name") or "unknown codec"
     return f"{stream.type} stream {stream.index} ({codec})"
 
 
