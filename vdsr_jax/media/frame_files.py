@@ -11,8 +11,8 @@ PyAV is imported only when a video is read or written, or a GIF or APNG written:
 the other multi-frame images still work, and those say in one line how to install it.
 """
 import itertools
-from fractions import Fraction
 from collections.abc import Callable, Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 from PIL import Image
@@ -149,11 +149,12 @@ def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], 
     `process` maps an iterable of (H×W×C pixels, Frame) pairs to (processed pixels, the same Frame) pairs in
     the same order, lazily, so frames stream through. Timing, loop count, a video's display and colour
     description and its other streams are kept (see the readers and writers; `note(text)`, print by default,
-    hears of each stream converted or copied unscaled); `crf` and `lossless` set the video or WebP encoding. `progress.reset(total=count)`
-    once, `progress.update(1)` per frame written. ImageError naming the file (and the frame, for a decoding
-    failure, a frame of another size, or a stream the output cannot take); MissingDependency naming it where PyAV is needed and not installed
-    (videos; GIF and APNG output); KeyboardInterrupt saying after how many frames it stopped. Nothing is left
-    at `target` unless every frame was written.
+    hears of each stream converted or copied unscaled); `crf` and `lossless` set the video or WebP encoding.
+    `progress.reset(total=count)` once, `progress.update(1)` per frame written. ImageError naming the file
+    (and the frame, for a decoding failure or a frame of another size; the stream, for one the output cannot
+    take); MissingDependency naming it where PyAV is needed and not installed (videos; GIF and APNG output);
+    KeyboardInterrupt saying after how many frames it stopped. Nothing is left at `target` unless every frame
+    was written.
     """
     source, target = Path(source), Path(target)
     written = 0

@@ -29,7 +29,8 @@ class Frame(NamedTuple):
 class FrameReader(abc.ABC):
     """The frames of one file, decoded one at a time; `with reader:` closes it. Set by every reader:
 
-    kind: "video" (written only as a video) or "animation" (a multi-frame image).
+    kind: "video" (written only as a video), "animation" (a multi-frame image) or "still" (an image of one
+        frame).
     path: the file.
     height, width, channels: the frame size as displayed, and 1 to 4 channels (1: grey, 2: grey + alpha,
         3: colour, 4: colour + alpha): what every frame holds, or can be converted to without loss (a file

@@ -299,7 +299,7 @@ def _first_packets(reader) -> dict[int, object]:
     return found
 
 
-def plan_streams(av, reader, muxer: str, target) -> tuple[list, list[str]]:
+def plan_streams(av, reader, muxer: str, suffix: str) -> tuple[list, list[str]]:
     """What becomes of each of `reader.streams` in a `muxer` file, decided before any frame: ([(stream, None)
     to copy it, or (stream, codec) to convert it], notes for the user). A stream is copied where FFmpeg's
     muxer takes a packet of it as it is; audio it refuses is converted to the muxer's default audio codec;
@@ -324,10 +324,10 @@ def plan_streams(av, reader, muxer: str, target) -> tuple[list, list[str]]:
             converted = lambda c, s=stream, k=codec: _audio_stream(av, c, k, s)  # noqa: E731
             if codec not in (None, "none") and _refusal(av, muxer, converted) is None:
                 plan.append((stream, codec))
-                notes.append(f"{reader.path}: {describe(stream)} is converted to {codec} for {target.suffix} "
+                notes.append(f"{reader.path}: {describe(stream)} is converted to {codec} for {suffix} "
                              f"({refusal})")
                 continue
-        raise ImageError(f"{reader.path}: its {describe(stream)} cannot go into {target.suffix} ({refusal}); "
+        raise ImageError(f"{reader.path}: its {describe(stream)} cannot go into {suffix} ({refusal}); "
                          "write a container that takes it, or remove the stream first")
     return plan, notes
 
@@ -352,7 +352,7 @@ class VideoWriter(FrameWriter):
                  note=None):
         self.av = av  # PyAV
         muxer = _MUXERS[suffix]
-        plan, notes = plan_streams(av, reader, muxer, Path(tmp).with_suffix(suffix))
+        plan, notes = plan_streams(av, reader, muxer, suffix)
         self.container = self.av.open(str(tmp), "w", format=muxer)
         try:
             codec, self.pix_fmt, options = video_codec(suffix, height, width, crf, lossless)
