@@ -522,6 +522,33 @@ def test_video_with_alpha_is_refused_before_work(tmp_path, tiny, capsys, pix_fmt
     assert not list(tmp_path.glob("*out*"))
 
 
+@pytest.mark.parametrize("transparent", [True, False])
+def test_palette_video_with_a_transparent_entry_is_refused(tmp_path, tiny, capsys, transparent):
+    """PNG frames in a palette (pal8) in QuickTime: refused where a pixel uses a transparent entry, as FFmpeg
+    decodes it to RGBA; upscaled as colour where none does."""
+    path = tmp_path / "pal.mov"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("png", rate=25)
+        stream.height, stream.width, stream.pix_fmt = 24, 32, "pal8"
+        for i in range(2):
+            indices = np.zeros((24, 32), np.uint8)
+            indices[:, 8 * i:8 * i + 8] = 1
+            palette = np.full((256, 4), 255, np.uint8)  # ARGB
+            palette[1] = (0 if transparent else 255, 200, 30, 30)
+            frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as c:
+        assert (next(c.decode(video=0)).to_ndarray(format="rgba")[..., 3] == 0).any() == transparent
+    assert run(tiny, path, tmp_path / "out.mkv") == (1 if transparent else 0)
+    if transparent:
+        lines = error_lines(capsys)
+        assert len(lines) == 1 and "carry alpha (pal8)" in lines[0], lines
+    else:
+        assert decoded(tmp_path / "out.mkv")[1]["count"] == 2
+
+
 def test_animation_with_alpha_into_a_video_is_refused(tmp_path, tiny, capsys):
     save_frames(tmp_path / "anim.png", list(with_alpha(moving_shapes(2))), "RGBA")
     assert run(tiny, tmp_path / "anim.png", tmp_path / "out.mp4") == 1
@@ -785,3 +812,34 @@ def test_streams_the_container_cannot_take_are_refused_before_work(tmp_path, tin
     lines = error_lines(capsys)
     assert len(lines) == 1 and fragment in lines[0], lines
     assert not list(tmp_path.glob("*out*"))
+
+
+def test_a_second_video_stream_is_copied_with_a_note(tmp_path, tiny, capsys):
+    """Only the first video stream is upscaled; a second one (another camera angle) is copied as it is, and a
+    note says so."""
+    path = tmp_path / "angles.mkv"
+    with av.open(str(path), "w", format="matroska") as out:
+        streams = []
+        for _ in range(2):
+            stream = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
+            stream.height, stream.width, stream.pix_fmt = 24, 32, "rgb24"
+            streams.append(stream)
+        for i, pixels in enumerate(moving_shapes(2)):
+            for stream, image in zip(streams, [pixels, pixels[::-1]]):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode(None))
+    if int(av.__version__.split(".")[0]) < 18:  # PyAV 14 opens an encoder for a video template: refused
+        assert run(tiny, path, tmp_path / "out.mkv") == 1
+        lines = error_lines(capsys)
+        assert len(lines) == 1 and "video stream 1 (h264) cannot go into .mkv" in lines[0], lines
+        return
+    assert run(tiny, path, tmp_path / "out.mkv") == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "video stream 1 (h264) is copied as it is" in notes[0], notes
+    with av.open(str(path)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        assert [(s.width, s.height) for s in b.streams.video] == [(64, 48), (32, 24)]
+        packets = lambda c: [bytes(p) for p in c.demux(c.streams.video[1]) if p.size]  # noqa: E731
+        assert packets(a) == packets(b)

@@ -3,8 +3,8 @@
 Reading: the first video stream's frames are decoded by FFmpeg to 8-bit RGB, or to 8-bit grey for grey pixel
 formats (samples above 8 bits are rounded by FFmpeg's conversion), with the colorspace and range the file
 states; its display matrix (a phone's rotation, a mirroring) is applied to the pixels, as FFmpeg's own
-autorotation does. Frames with alpha (yuva420p, rgba, ya8, …) are refused, as no video output written here
-can hold it. Each frame keeps its presentation time stamp; the file's other streams (audio, subtitles, data,
+autorotation does. Frames with alpha (yuva420p, rgba, ya8, …, or a palette whose first frame uses a
+transparent entry) are refused, as no video output written here can hold it. Each frame keeps its presentation time stamp; the file's other streams (audio, subtitles, data,
 attachments, further video streams) are handed on packet by packet.
 
 Writing: H.264 (libx264, yuv420p, CRF 18; yuv444p when a side is odd, which 4:2:0 cannot hold) in
@@ -147,6 +147,8 @@ class VideoReader(FrameReader):
             self.orientation, first = self._display()
             pixel_format = first.format  # as decoded (a stream may state none before its first frame)
             components = len(pixel_format.components)
+            if pixel_format.has_palette and (first.to_ndarray(format="rgba")[..., 3] < 255).any():
+                components = 4  # a palette's alpha, in use (FFmpeg flags every palette as having alpha)
             if components in (2, 4):
                 raise ImageError(f"{self.path}: its frames carry alpha ({pixel_format.name}), which no video "
                                  "written here can hold; convert it to a pixel format without alpha first")
