@@ -843,3 +843,25 @@ def test_a_second_video_stream_is_copied_with_a_note(tmp_path, tiny, capsys):
         assert [(s.width, s.height) for s in b.streams.video] == [(64, 48), (32, 24)]
         packets = lambda c: [bytes(p) for p in c.demux(c.streams.video[1]) if p.size]  # noqa: E731
         assert packets(a) == packets(b)
+
+
+@pytest.mark.parametrize("opaque_first", [True, False])
+def test_gif_transparency_never_shows_the_frame_before(tmp_path, tiny, opaque_first):
+    """RGBA frames (an APNG) in which one frame is opaque and the next has a transparent band: in the GIF, as
+    Pillow composes its frames for display, each frame is transparent exactly where its RGBA frame is (the
+    frame before never shows through) and where Pillow's GIF writer makes the still path's result
+    transparent, and visible colours are that result within twice the error of Pillow's own quantisation (an
+    opaque frame keeps one palette entry free as its transparent colour)."""
+    frames = [np.dstack([f, np.full(f.shape[:2], 255, np.uint8)]) for f in moving_shapes(3)]
+    frames[1 if opaque_first else 0][:, :6, 3] = 0
+    save_frames(tmp_path / "anim.png", frames, "RGBA")
+    assert run(tiny, tmp_path / "anim.png", tmp_path / "out.gif") == 0
+    out = pillow_frames(tmp_path / "out.gif", "RGBA")
+    for got, want in zip(out, still_path(frames, tiny[1]), strict=True):
+        buffer = io.BytesIO()
+        Image.fromarray(want).save(buffer, format="GIF")
+        pillow = np.asarray(Image.open(buffer).convert("RGBA"))
+        np.testing.assert_array_equal(got[..., 3] == 0, pillow[..., 3] == 0)
+        visible = want[..., 3] == 255  # (partly transparent pixels are quantised with their alpha)
+        error = lambda gif: np.mean((gif[visible][:, :3].astype(float) - want[visible][:, :3]) ** 2)  # noqa: E731
+        assert error(got) <= 2 * error(pillow) + 1, (error(got), error(pillow))

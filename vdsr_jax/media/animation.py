@@ -118,7 +118,8 @@ class FFmpegAnimationWriter(FrameWriter):
     """GIF or APNG through FFmpeg's encoder and muxer, one frame at a time (the muxer holds back one packet to
     learn its delay from the next time stamp). GIF frames are quantised as Pillow's GIF writer does (an
     adaptive palette of at most 256 colours per frame, its first fully transparent colour kept transparent;
-    grey frames exact); APNG frames are lossless, 8 bits."""
+    grey frames exact; frames of an animation with alpha whole, each cleared to transparent after display);
+    APNG frames are lossless, 8 bits."""
 
     def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int):
         self.av = av  # PyAV
@@ -129,8 +130,11 @@ class FFmpegAnimationWriter(FrameWriter):
             muxer, options = "apng", {"plays": str(reader.loop or 0)}
             pix_fmt = {1: "gray", 2: "ya8", 3: "rgb24", 4: "rgba"}[reader.channels]
         self.mode = PIL_MODES[reader.channels]
+        # GIF frames with alpha are written whole and cleared after display (see `_clear_after_display`)
+        self.clear = self.gif and reader.channels in (2, 4)
         self.container = self.av.open(str(tmp), "w", format=muxer, options=options)
-        self.stream = self.container.add_stream(muxer)
+        self.stream = self.container.add_stream(muxer, options={"gifflags": "-offsetting-transdiff"}
+                                                if self.clear else None)
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
         self.stream.time_base = self.stream.codec_context.time_base = _MILLISECOND
         self.clock = Fraction(0)  # milliseconds; time stamps are rounded from the sum, so rounding never drifts
@@ -138,8 +142,12 @@ class FFmpegAnimationWriter(FrameWriter):
 
     def write(self, pixels: np.ndarray, frame: Frame):
         image = pillow_image(pixels).convert(self.mode)
+        transparent = None
         if self.gif:
-            out = self.av.VideoFrame.from_ndarray(_quantised(image), format="pal8")
+            indices, palette = _quantised(image)
+            if self.clear:
+                indices, palette, transparent = _with_transparent_entry(image, indices, palette)
+            out = self.av.VideoFrame.from_ndarray((indices, palette), format="pal8")
         else:  # PyAV's from_ndarray lacks ya8: the rows go into the plane, past its padding
             out = self.av.VideoFrame(image.width, image.height, self.stream.pix_fmt)
             plane = out.planes[0]
@@ -147,7 +155,11 @@ class FFmpegAnimationWriter(FrameWriter):
             rows[:, :image.width * len(self.mode)] = np.asarray(image).reshape(image.height, -1)
         out.pts, out.time_base = round(self.clock), _MILLISECOND  # (the GIF muxer sets the stream's to 1/100 s)
         self.clock += Fraction(frame.duration or 100)
-        self._mux(self.stream.encode(out))
+        packets = self.stream.encode(out)
+        if self.clear:
+            for packet in packets:
+                _clear_after_display(packet, transparent)
+        self._mux(packets)
 
     def _mux(self, packets):
         for packet in packets:
@@ -186,6 +198,40 @@ def _quantised(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     if transparent.size:
         palette[transparent[0], 0] = 0
     return np.asarray(indexed), palette
+
+
+def _with_transparent_entry(image: Image.Image, indices: np.ndarray, palette: np.ndarray):
+    """(indices, palette, the frame's transparent entry) of a quantised GIF frame: the first entry of alpha 0
+    where the frame has transparent pixels, else an entry no pixel uses (a frame that uses all 256 entries is
+    quantised again to 255 colours to free one)."""
+    used = np.unique(indices)
+    transparent = used[palette[used, 0] == 0]
+    if transparent.size:
+        return indices, palette, int(transparent[0])
+    if used.size == 256:
+        indices, palette = _quantised(image.quantize(255).convert(image.mode))
+        used = np.unique(indices)
+    return indices, palette, int(np.setdiff1d(np.arange(256), used)[0])
+
+
+def _clear_after_display(packet, transparent: int) -> None:
+    """Make the GIF frame in a packet of FFmpeg's GIF encoder clear to transparent after it is shown, so that
+    the transparent pixels of the next frame show nothing, not this frame (as an RGBA frame means). GIF89a,
+    section 23: the Graphic Control Extension (21 F9 04, then a packed byte, the delay, the transparent index)
+    that FFmpeg writes before each image gets disposal method 2, restore to background (bits 2-4), and the
+    frame's `transparent` entry as its transparent colour (bit 0, and the index byte), which FFmpeg leaves
+    out for opaque frames and for some transparent ones; decoders (Pillow) restore to transparent only where
+    the frame names a transparent colour."""
+    data = bytearray(bytes(packet))
+    start = 0
+    if data[:4] == b"GIF8":  # the first packet: header, screen descriptor and global colour table first
+        flags = data[10]
+        start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    if data[start:start + 3] != b"\x21\xf9\x04":
+        return
+    data[start + 3] = (data[start + 3] & ~0x1C) | (2 << 2) | 1
+    data[start + 6] = transparent
+    packet.update(bytes(data))
 
 
 def _set_apng_delay(packet, milliseconds: int) -> None:
