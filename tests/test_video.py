@@ -325,6 +325,26 @@ def test_video_folder_samples_every_nth_frame(tmp_path):
 
 # ---- frames of every pixel layout ------------------------------------------------------------------------
 
+def lossless_stream(out, size=(24, 32)):
+    """A lossless H.264 RGB stream (libx264rgb, qp 0) of `size` in the open container `out`."""
+    stream = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
+    stream.height, stream.width = size
+    stream.pix_fmt = "rgb24"
+    return stream
+
+
+def mux_frames(out, stream, frames, fmt="rgb24", pix_fmt=None):
+    """Encode `frames` (arrays in `fmt`; converted by FFmpeg to `pix_fmt` where given) as frames 0, 1, … of
+    `stream`, then flush it."""
+    for i, pixels in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(pixels, format=fmt)
+        if pix_fmt:
+            frame = frame.reformat(format=pix_fmt)
+        frame.pts = i
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
 def grey_palette_gif(path, count=3, transparency=None):
     """The issue's GIF: `count` frames of 20×24 grey levels, Pillow mode P with a grey palette."""
     frames = []
@@ -421,11 +441,7 @@ def apng_16_bits(path, frames):
         stream = out.add_stream("apng", rate=25)
         stream.height, stream.width = frames[0].shape
         stream.pix_fmt = "gray16be"
-        for i, pixels in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(pixels, format="gray16le")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        mux_frames(out, stream, frames, fmt="gray16le")
     return path
 
 
@@ -484,11 +500,7 @@ def ffv1_clip(path, pix_fmt, count=3, size=(24, 32)):
         stream = out.add_stream("ffv1", rate=25)
         stream.height, stream.width = size
         stream.pix_fmt = pix_fmt
-        for i, pixels in enumerate(moving_shapes(count, *size)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format=pix_fmt)
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        mux_frames(out, stream, moving_shapes(count, *size), pix_fmt=pix_fmt)
     return path
 
 
@@ -734,19 +746,14 @@ def subtitled_mkv(path):
     with av.open(str(path), "w", format="matroska") as out:
         if not hasattr(out, "add_mux_stream"):
             pytest.skip("this PyAV cannot mux a subtitle stream without encoding (add_mux_stream: PyAV 16)")
-        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
-        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        video = lossless_stream(out)
         subtitle = out.add_mux_stream("subrip")
         subtitle.time_base = Fraction(1, 1000)
-        for i, pixels in enumerate(moving_shapes(3)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
         packet = av.Packet(b"hello")
         packet.stream, packet.pts, packet.dts, packet.duration = subtitle, 0, 0, 100
         packet.time_base = Fraction(1, 1000)
         out.mux(packet)
-        out.mux(video.encode(None))
+        mux_frames(out, video, moving_shapes(3))
     return path
 
 
@@ -764,14 +771,9 @@ def with_attachment(path):
     with av.open(str(path), "w", format="matroska") as out:
         if not hasattr(out, "add_attachment"):
             pytest.skip("this PyAV cannot write attachments (add_attachment)")
-        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
-        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        video = lossless_stream(out)
         out.add_attachment("font.ttf", "font/ttf", b"not really a font")
-        for i, pixels in enumerate(moving_shapes(2)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
+        mux_frames(out, video, moving_shapes(2))
     return path
 
 
@@ -786,14 +788,9 @@ def test_attachments_are_copied_where_the_container_takes_them(tmp_path, tiny):
 def timecoded_mov(path):
     """A QuickTime clip with a timecode (tmcd) data stream, as cameras write them."""
     with av.open(str(path), "w", format="mov") as out:
-        video = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
-        video.height, video.width, video.pix_fmt = 24, 32, "rgb24"
+        video = lossless_stream(out)
         video.metadata["timecode"] = "01:00:00:00"
-        for i, pixels in enumerate(moving_shapes(2)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = i
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
+        mux_frames(out, video, moving_shapes(2))
     return path
 
 
@@ -819,18 +816,9 @@ def test_a_second_video_stream_is_copied_with_a_note(tmp_path, tiny, capsys):
     note says so."""
     path = tmp_path / "angles.mkv"
     with av.open(str(path), "w", format="matroska") as out:
-        streams = []
-        for _ in range(2):
-            stream = out.add_stream("libx264rgb", rate=25, options={"qp": "0"})
-            stream.height, stream.width, stream.pix_fmt = 24, 32, "rgb24"
-            streams.append(stream)
-        for i, pixels in enumerate(moving_shapes(2)):
-            for stream, image in zip(streams, [pixels, pixels[::-1]]):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                frame.pts = i
-                out.mux(stream.encode(frame))
-        for stream in streams:
-            out.mux(stream.encode(None))
+        first, second = lossless_stream(out), lossless_stream(out)
+        mux_frames(out, first, moving_shapes(2))
+        mux_frames(out, second, [np.ascontiguousarray(f[::-1]) for f in moving_shapes(2)])
     if int(av.__version__.split(".")[0]) < 18:  # PyAV 14 opens an encoder for a video template: refused
         assert run(tiny, path, tmp_path / "out.mkv") == 1
         lines = error_lines(capsys)
