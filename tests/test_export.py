@@ -59,7 +59,7 @@ def flax_y(params, y_nchw):
 def test_onnx_y_model_matches_flax(tmp_path, weights, fp16):
     run_export(weights[0], tmp_path / "y.onnx", "--format", "onnx", *(["--fp16"] if fp16 else []))
     graph = onnx.load(tmp_path / "y.onnx")
-    assert graph.opset_import[0].version >= 17
+    assert graph.opset_import[0].version >= 17 and graph.ir_version == 8  # readable by onnxruntime >= 1.12
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*graph.graph.input,
                                                                                           *graph.graph.output]]
     assert dims == [["batch", 1, "height", "width"]] * 2  # dynamic batch, height and width
@@ -124,6 +124,18 @@ def test_pipeline_matches_vdsr_upscale(tmp_path, weights, scale, channels):
     assert worst <= 1 and share < 0.01
 
 
+@pytest.mark.parametrize("channels", [3, 1], ids=["rgb", "grey"])
+def test_pipeline_on_the_smallest_images(tmp_path, weights, channels):
+    """2 pixels a side, where the symmetric padding mirrors the whole axis (and 2×2 is what vdsr-upscale takes)."""
+    pixels = lr_image(2, 3, channels, seed=8)
+    expected = cli_upscale(tmp_path, weights[0], pixels, 3)
+    run_export(weights[0], tmp_path / "p.onnx", "--format", "onnx-pipeline", "--scale", "3", "--channels", channels,
+               "--input-dtype", "uint8", "--layout", "nhwc")
+    got = session(tmp_path / "p.onnx").run(None, {"input": pixels[None]})[0][0]
+    assert got.shape == expected.shape == (6, 9, channels)
+    assert level_differences(got, expected)[0] <= 1
+
+
 def test_float_nchw_pipeline_matches_vdsr_upscale(tmp_path, weights):
     """The default pipeline (float32 [0, 1], NCHW, as chaiNNer feeds PyTorch-style models) on a batch of two
     images: unquantized output, within a level of vdsr-upscale once rounded."""
@@ -177,8 +189,8 @@ def error_lines(capsys, argv) -> tuple[int, list[str]]:
 
 
 @pytest.mark.parametrize("options, fragment", [
-    (["--format", "onnx", "--scale", "2"], "--scale only apply to --format onnx-pipeline"),
-    (["--format", "stablehlo", "--layout", "nhwc"], "--layout only apply"),
+    (["--format", "onnx", "--scale", "2"], "--scale: for --format onnx-pipeline only"),
+    (["--format", "stablehlo", "--layout", "nhwc"], "--layout: for --format onnx-pipeline only"),
     (["--format", "onnx-pipeline"], "needs --scale"),
     (["--format", "stablehlo", "--fp16"], "--fp16 applies to the ONNX formats"),
 ])

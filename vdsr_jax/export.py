@@ -69,7 +69,7 @@ def check_options(args) -> None:
     """UserError for options that do not go together, before any work."""
     given = [f"--{name.replace('_', '-')}" for name in PIPELINE_OPTIONS if getattr(args, name) is not None]
     if args.format != "onnx-pipeline" and given:
-        raise UserError(f"{', '.join(given)} only apply to --format onnx-pipeline, not {args.format}")
+        raise UserError(f"{', '.join(given)}: for --format onnx-pipeline only, not {args.format}")
     if args.format == "onnx-pipeline" and args.scale is None:
         raise UserError("--format onnx-pipeline needs --scale (an integer, e.g. --scale 2)")
     if args.format == "stablehlo" and args.fp16:

@@ -34,6 +34,9 @@ from vdsr_jax.model import VDSR, model_spec
 from vdsr_jax.resize import PHASE_TAPS, phase_filters
 
 OPSET = 17
+# The IR version that came with opset 17 (onnx 1.12): runtimes read files up to the IR version they know, so
+# the newest the installed onnx writes by default would shut out older onnxruntime releases.
+IR_VERSION = 8
 LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("uint8", "float32")
 CHANNELS = (3, 1)
@@ -73,8 +76,8 @@ class _Graph:
     def model(self, name: str, inputs, outputs, doc: str, metadata: dict):
         helper = self.onnx.helper
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.constants)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="vdsr_jax",
-                                  doc_string=doc)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                                  producer_name="vdsr_jax", doc_string=doc)
         helper.set_model_props(model, {key: str(value) for key, value in metadata.items()})
         # check_model's full check runs strict shape inference: a malformed graph fails here, not in a runtime
         self.onnx.checker.check_model(model, full_check=True)
