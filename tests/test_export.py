@@ -20,7 +20,8 @@ from vdsr_jax.model import VDSR
 from vdsr_jax.pretrained import export_pretrained
 
 onnx = pytest.importorskip("onnx", reason='needs onnx (ONNX export): pip install -e ".[test]"')
-ort = pytest.importorskip("onnxruntime", reason='needs onnxruntime (runs the exported graphs): pip install -e ".[test]"')
+ort = pytest.importorskip("onnxruntime",
+                          reason='needs onnxruntime (runs the exported graphs): pip install -e ".[test]"')
 
 # Twenty layers as the paper's network, fewer features so the test runs fast; the last layer scaled down so
 # the residual has a natural size (a few levels) and outputs are rarely clipped.

@@ -60,7 +60,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--input-dtype", choices=("float32", "uint8"),
                         help="onnx-pipeline: float32 in [0, 1] (default) or uint8; the output has the same")
     parser.add_argument("--layout", choices=("nchw", "nhwc"),
-                        help="onnx-pipeline: batch×channels×height×width (nchw, default) or batch×height×width×channels")
+                        help="onnx-pipeline: N×C×H×W (nchw, default) or N×H×W×C (nhwc)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
 
