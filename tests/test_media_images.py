@@ -157,3 +157,191 @@ def test_a_tiff_only_tifffile_reads_keeps_its_orientation_and_damage_is_one_erro
     (tmp_path / "cut.tif").write_bytes((tmp_path / "r.tif").read_bytes()[:40])
     with pytest.raises(ImageError, match="cut.tif: damaged or unreadable image"):
         image_files.read_image(tmp_path / "cut.tif")
+
+
+# ---- TIFF photometric interpretations ----------------------------------------------------------------------
+
+def smooth(height, width, channels, seed=0):
+    """8-bit smooth colours (JPEG-compressed files stay close to them)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    phase = np.random.default_rng(seed).uniform(0, 3, channels)
+    return np.stack([127.5 + 100 * np.sin(yy / (6 + c) + xx / (9 - c) + phase[c]) for c in range(channels)],
+                    -1).round().astype(np.uint8)
+
+
+def tiff_bytes(data, **options) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, data, **options)
+    return buffer.getvalue()
+
+
+def pillow_reading(data: bytes, mode: str) -> np.ndarray:
+    """Pixels as Pillow (libtiff's conventions) reads the file and converts them to `mode`."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert(mode))
+
+
+def test_a_cmyk_tiff_reads_as_pillow_converts_it_not_as_rgba(tmp_path):
+    """The issue's instance: Pillow's own CMYK TIFF, read with K taken for alpha before."""
+    rgb = smooth(9, 11, 3)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "x.tif")
+    got = image_files.read_image(tmp_path / "x.tif")
+    np.testing.assert_array_equal(got, pillow_reading((tmp_path / "x.tif").read_bytes(), "RGB"))
+    np.testing.assert_array_equal(got, rgb)  # Pillow's RGB -> CMYK (K = 0) is undone exactly
+
+
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_cmyk_of_8_and_16_bits_any_planar_configuration_with_alpha(planar):
+    cmyk = pixels(4, np.uint8, seed=4)
+    alpha = pixels(1, np.uint8, seed=5)
+    expected = pillow_reading(tiff_bytes(cmyk, photometric="separated"), "RGB")
+    layout = (lambda a: np.moveaxis(a, -1, 0)) if planar == "separate" else (lambda a: a)
+    got = image_files.decode_image(tiff_bytes(layout(np.dstack([cmyk, alpha])), photometric="separated",
+                                              planarconfig=planar, extrasamples=["unassalpha"]))
+    np.testing.assert_array_equal(got, np.dstack([expected, alpha]))
+    got16 = image_files.decode_image(tiff_bytes(layout(cmyk.astype(np.uint16) * 257), photometric="separated",
+                                                planarconfig=planar))
+    assert got16.dtype == np.uint16 and np.abs(got16 / 257 - expected).max() <= 0.5 + 1e-9
+
+
+def test_a_cmyk_jpeg_reads_as_pillow_converts_it(tmp_path):
+    Image.fromarray(smooth(16, 24, 3)).convert("CMYK").save(tmp_path / "c.jpg", quality=95)  # Adobe, inverted
+    np.testing.assert_array_equal(image_files.read_image(tmp_path / "c.jpg"),
+                                  pillow_reading((tmp_path / "c.jpg").read_bytes(), "RGB"))
+
+
+def test_separated_inks_other_than_cmyk_are_refused_by_name():
+    with pytest.raises(ImageError, match="SEPARATED with 4 inks other than CMYK"):
+        image_files.decode_image(tiff_bytes(pixels(4, np.uint8), photometric="separated",
+                                            extratags=[(332, "H", 1, 2, True)]))  # InkSet 2: not CMYK
+
+
+@pytest.mark.parametrize("dtype", [bool, np.uint8, np.uint16])
+def test_min_is_white_is_inverted(dtype):
+    """TIFF 6.0 PhotometricInterpretation 0: 0 is white. Pillow's reading for 1 and 8 bits; the definition
+    (top - v) for 16 bits, which Pillow leaves as stored."""
+    grey = pixels(1, np.uint16, seed=6)[..., 0]
+    samples = grey > 30000 if dtype is bool else (grey >> 8).astype(np.uint8) if dtype is np.uint8 else grey
+    data = tiff_bytes(samples, photometric="miniswhite")
+    got = image_files.decode_image(data)[..., 0]
+    if dtype is np.uint16:
+        np.testing.assert_array_equal(got, 65535 - grey)
+    else:
+        np.testing.assert_array_equal(got, pillow_reading(data, "L"))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_palette_colours_as_pillow_looks_them_up(bits):
+    rng = np.random.default_rng(7)
+    colormap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)  # tifffile writes 256 entries for 4 bits too
+    indices = rng.integers(0, 2 ** bits, (13, 17), dtype=np.uint8)
+    data = tiff_bytes(indices, photometric="palette", colormap=colormap, bitspersample=bits)
+    np.testing.assert_array_equal(image_files.decode_image(data), pillow_reading(data, "RGB"))
+
+
+def test_a_grey_palette_reads_grey():
+    levels = (np.arange(256, dtype=np.uint16)[::-1] * 257)  # inverted grey ramp
+    data = tiff_bytes(pixels(1, np.uint8)[..., 0], photometric="palette", colormap=np.stack([levels] * 3))
+    got = image_files.decode_image(data)
+    assert got.shape[-1] == 1
+    np.testing.assert_array_equal(got[..., 0], pillow_reading(data, "L"))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_planar_configuration_separate_reads_as_contiguous(dtype):
+    image = pixels(4, dtype, seed=8)
+    separate = tiff_bytes(np.moveaxis(image, -1, 0), photometric="rgb", planarconfig="separate",
+                          extrasamples=["unassalpha"])
+    np.testing.assert_array_equal(image_files.decode_image(separate), image)
+
+
+def test_extra_samples_associated_alpha_unpremultiplied_unspecified_dropped():
+    """TIFF 6.0 ExtraSamples: 1 = associated (premultiplied) alpha, 2 = unassociated, 0 = unspecified data,
+    as Pillow reads them (RGBa -> RGBA, RGBA, RGBX -> RGB)."""
+    image = pixels(4, np.uint8, seed=9)
+    premultiplied = np.dstack([(image[..., :3].astype(int) * image[..., 3:] // 255).astype(np.uint8),
+                               image[..., 3:]])
+    data = tiff_bytes(premultiplied, photometric="rgb", extrasamples=["assocalpha"])
+    got = image_files.decode_image(data).astype(int)
+    expected = pillow_reading(data, "RGBA").astype(int)
+    np.testing.assert_array_equal(got[..., 3], expected[..., 3])
+    assert np.abs(got - expected).max() <= 1  # Pillow divides in integers, this rounds
+    data = tiff_bytes(image, photometric="rgb", extrasamples=["unspecified"])
+    np.testing.assert_array_equal(image_files.decode_image(data), pillow_reading(data, "RGB"))
+
+
+@pytest.mark.parametrize("bits", [2, 4, 12])
+def test_samples_of_other_bit_depths_scale_to_full_range(bits):
+    """v of `bits` bits means v / (2^bits - 1) of full scale: Pillow's reading for 2 and 4 bits (to 8);
+    12 bits, which Pillow leaves unscaled, to 16 by that definition."""
+    top = 2 ** bits - 1
+    samples = np.random.default_rng(10).integers(0, top + 1, (13, 17), dtype=np.uint16 if bits > 8 else np.uint8)
+    data = tiff_bytes(samples, photometric="minisblack", bitspersample=bits)
+    got = image_files.decode_image(data)[..., 0]
+    if bits > 8:
+        np.testing.assert_array_equal(got, np.round(samples / top * 65535).astype(np.uint16))
+    else:
+        np.testing.assert_array_equal(got, pillow_reading(data, "L"))
+
+
+@pytest.mark.parametrize("subsampling", [(1, 1), (2, 2), (2, 1)])
+def test_jpeg_ycbcr_tiff_decodes_as_pillow_decodes_it(subsampling):
+    rgb = smooth(32, 48, 3)
+    ycbcr = np.asarray(Image.fromarray(rgb).convert("YCbCr"))
+    data = tiff_bytes(ycbcr, photometric="ycbcr", compression="jpeg", subsampling=subsampling)
+    got = image_files.decode_image(data)
+    np.testing.assert_array_equal(got, pillow_reading(data, "RGB"))
+    assert np.abs(got.astype(int) - rgb).mean() < 3
+
+
+def test_uncompressed_ycbcr_reads_as_pillow_converts_it_and_other_ranges_are_refused():
+    rgb = smooth(9, 11, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).convert("YCbCr").save(buffer, format="TIFF")
+    np.testing.assert_array_equal(image_files.decode_image(buffer.getvalue()),
+                                  pillow_reading(buffer.getvalue(), "RGB"))
+    studio = tiff_bytes(rgb, photometric="ycbcr",  # ReferenceBlackWhite of studio range (16-235)
+                        extratags=[(532, 5, 6, (16, 1, 235, 1, 128, 1, 240, 1, 128, 1, 240, 1), True)])
+    with pytest.raises(ImageError, match="YCBCR uncompressed"):
+        image_files.decode_image(studio)
+
+
+def srgb_of_lab(lab):
+    """sRGB (0-255) of CIE L*a*b* (D50) by the definitions: CIE Lab -> XYZ (D50, scikit-image), Bradford
+    adaptation D50 -> D65 (matrix from Lindbloom, brucelindbloom.com), XYZ -> sRGB (IEC 61966-2-1)."""
+    from skimage import color
+    bradford = np.array([[0.9555766, -0.0230393, 0.0631636], [-0.0282895, 1.0099416, 0.0210077],
+                         [0.0122982, -0.0204830, 1.3299098]])
+    return np.clip(color.xyz2rgb(color.lab2xyz(lab, illuminant="D50") @ bradford.T), 0, 1) * 255
+
+
+def test_cielab_and_icclab_convert_to_srgb():
+    rng = np.random.default_rng(11)  # colours inside sRGB's gamut
+    lab = np.stack([rng.uniform(30, 80, (8, 9)), rng.uniform(-25, 25, (8, 9)), rng.uniform(-25, 25, (8, 9))], -1)
+    lightness = np.round(lab[..., 0] * 255 / 100)
+    a_b = np.round(lab[..., 1:]).astype(np.int8)
+    cielab = np.dstack([lightness.astype(np.uint8), a_b.view(np.uint8)])  # a*, b* signed (TIFF 6.0, 23)
+    icclab = np.dstack([lightness.astype(np.uint8), (a_b.astype(int) + 128).astype(np.uint8)])  # offset by 128 (TN: ICCLab)
+    expected = srgb_of_lab(np.dstack([lightness * 100 / 255, a_b]))
+    got = image_files.decode_image(tiff_bytes(cielab, photometric="cielab"))
+    assert np.abs(got - expected).max() <= 0.51  # rounded to 8 bits
+    np.testing.assert_array_equal(image_files.decode_image(tiff_bytes(icclab, photometric="icclab")), got)
+    with pytest.raises(ImageError, match="CIELAB with uint16 samples"):
+        image_files.decode_image(tiff_bytes(cielab.astype(np.uint16) * 257, photometric="cielab"))
+
+
+@pytest.mark.parametrize("photometric,data,fragment", [
+    ("mask", np.zeros((8, 9), bool), "MASK \\(a transparency mask\\)"),
+    (32803, np.zeros((8, 9), np.uint8), "CFA \\(raw colour filter array samples\\)"),
+    (32845, np.zeros((8, 9, 3), np.float32), "LOGLUV"),
+    ("itulab", np.zeros((8, 9, 3), np.uint8), "ITULAB is not supported"),
+])
+def test_interpretations_that_are_not_pictures_are_refused_by_name(photometric, data, fragment):
+    with pytest.raises(ImageError, match=f"image: TIFF photometric interpretation {fragment}"):
+        image_files.decode_image(tiff_bytes(data, photometric=photometric))
+
+
+def test_floating_point_and_signed_samples_are_refused():
+    for data in (np.zeros((8, 9, 3), np.float32), np.zeros((8, 9), np.int16)):
+        with pytest.raises(ImageError, match=f"{data.dtype} samples are not supported"):
+            image_files.decode_image(tiff_bytes(data))
