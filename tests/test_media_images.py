@@ -2,7 +2,9 @@
 specification's header, the listing rule, refusals, atomic writes. EXIF orientation and a 16-bit PNG
 with a Sub filter are in test_upscale; palette and colour-key transparency, and hidden files through the
 commands, in test_inputs; multi-page TIFFs and animations in test_video."""
+import functools
 import io
+import itertools
 import struct
 
 import numpy as np
@@ -210,6 +212,55 @@ def test_a_cmyk_jpeg_reads_as_pillow_converts_it(tmp_path):
                                   pillow_reading((tmp_path / "c.jpg").read_bytes(), "RGB"))
 
 
+def s15_fixed16(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def cmyk_profile() -> bytes:
+    """A CMYK ICC v2 output profile (ICC.1:2001-04): header, an A2B0 lut8Type ('mft1', 6.5.7) mapping the 16
+    corners of CMYK to Lab D50 (yellowish paper, inks darkening it; LittleCMS interpolates between them),
+    and the media white point. Pillow cannot make one, and none is installed here."""
+    corners = []
+    for c, m, y, k in itertools.product((0, 1), repeat=4):  # the first input channel varies slowest
+        ink = min(1.0, 0.25 * (c + m + y) + 0.7 * k)
+        corners += [round((95 - 80 * ink) * 2.55), 10 * (m - c) + 130, 10 * (y - c) + 133]  # 8-bit Lab v2
+    identity = bytes(range(256))
+    lut = (b"mft1" + bytes(4) + bytes([4, 3, 2, 0]) + b"".join(map(s15_fixed16, (1, 0, 0, 0, 1, 0, 0, 0, 1)))
+           + identity * 4 + bytes(corners) + identity * 3)
+    d50 = s15_fixed16(0.9642) + s15_fixed16(1.0) + s15_fixed16(0.8249)
+    tags = [(b"A2B0", lut), (b"wtpt", b"XYZ " + bytes(4) + d50)]
+    start, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", start + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    header = (struct.pack(">I", start + len(data)) + bytes(4) + bytes([2, 0x10, 0, 0]) + b"prtr" + b"CMYK"
+              + b"Lab " + bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48))  # size, version 2.1, class, spaces
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG"])
+def test_cmyk_with_its_profile_converts_through_it_and_the_profile_is_not_kept(fmt):
+    """Pillow's ImageCms (LittleCMS) applied to Pillow's reading is the expectation; the naive conversion
+    differs (paper white is not 255, 255, 255)."""
+    from PIL import ImageCms
+    cmyk = pixels(4, np.uint8, seed=13)
+    buffer = io.BytesIO()
+    if fmt == "TIFF":
+        tifffile.imwrite(buffer, cmyk, photometric="separated", iccprofile=cmyk_profile())
+    else:
+        Image.fromarray(cmyk, "CMYK").save(buffer, format="JPEG", quality=95, icc_profile=cmyk_profile())
+    got, metadata = image_files.decode_image_and_metadata(buffer.getvalue())
+    with Image.open(buffer) as im:
+        assert im.mode == "CMYK"
+        expected = np.asarray(ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(cmyk_profile())),
+                                                        ImageCms.createProfile("sRGB"), outputMode="RGB",
+                                                        flags=ImageCms.Flags.NOOPTIMIZE))  # no lookup table
+        naive = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(got, expected)
+    assert np.abs(got.astype(int) - naive).max() > 30
+    assert metadata.icc_profile is None  # the pixels are sRGB now
+
+
 def test_separated_inks_other_than_cmyk_are_refused_by_name():
     with pytest.raises(ImageError, match="SEPARATED with 4 inks other than CMYK"):
         image_files.decode_image(tiff_bytes(pixels(4, np.uint8), photometric="separated",
@@ -342,6 +393,167 @@ def test_interpretations_that_are_not_pictures_are_refused_by_name(photometric, 
 
 
 def test_floating_point_and_signed_samples_are_refused():
-    for data in (np.zeros((8, 9, 3), np.float32), np.zeros((8, 9), np.int16)):
+    for data, photometric in ((np.zeros((8, 9, 3), np.float32), "rgb"), (np.zeros((8, 9), np.int16), "minisblack")):
         with pytest.raises(ImageError, match=f"{data.dtype} samples are not supported"):
-            image_files.decode_image(tiff_bytes(data))
+            image_files.decode_image(tiff_bytes(data, photometric=photometric))
+
+
+# ---- ICC profile and EXIF ----------------------------------------------------------------------------------
+
+ADOBE_RGB = dict(whitepoint=[0.3127, 0.3290, 1.0], primaries=[0.64, 0.33, 1.0, 0.21, 0.71, 1.0, 0.15, 0.06, 1.0],
+                 gamma=563 / 256)  # Adobe RGB (1998) Color Image Encoding, 4.2-4.3: D65, these primaries, γ 2.2
+
+
+@functools.cache  # one profile: its header holds the time it was made
+def adobe_rgb_profile() -> bytes:
+    """An ICC profile of Adobe RGB (1998), made by LittleCMS (imagecodecs) from the encoding's definition."""
+    import imagecodecs
+    return imagecodecs.cms_profile("rgb", **ADOBE_RGB)
+
+
+def exif_with_thumbnail(exif: Image.Exif, thumbnail: bytes) -> bytes:
+    """`exif.tobytes()` with an IFD1 holding a JPEG thumbnail (EXIF 2.32, 4.5.4), linked from IFD0's next
+    pointer; Pillow writes no IFD1 itself."""
+    from PIL import TiffImagePlugin
+    raw = bytearray(exif.tobytes()[6:])
+    order = "big" if raw[:2] == b"MM" else "little"
+    ifd0 = int.from_bytes(raw[4:8], order)
+    next_at = ifd0 + 2 + 12 * int.from_bytes(raw[ifd0:ifd0 + 2], order)
+    at = len(raw) + len(raw) % 2
+    ifd1 = TiffImagePlugin.ImageFileDirectory_v2(bytes(raw[:8]))
+    ifd1[0x0201], ifd1[0x0202] = 0, len(thumbnail)  # JPEGInterchangeFormat (offset), its length
+    ifd1[0x0201] = at + len(ifd1.tobytes(at))
+    raw[next_at:next_at + 4] = at.to_bytes(4, order)
+    return b"Exif\0\0" + bytes(raw.ljust(at, b"\0")) + ifd1.tobytes(at) + thumbnail
+
+
+def photo_exif(width, height) -> Image.Exif:
+    exif = Image.Exif()
+    exif[image_files.EXIF_ORIENTATION] = 6
+    exif[0x010F], exif[0x0110], exif[0x8298] = "Camera maker", "Model 1", "(c) someone"
+    exif.get_ifd(0x8769).update({0x9003: "2026:01:02 03:04:05", 0xA002: width, 0xA003: height, 0x829A: 0.004})
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 31.0, 12.5)})
+    return exif
+
+
+def a_photo(tmp_path):
+    """A JPEG 30 wide, 20 high, shown rotated (Orientation 6), with an Adobe RGB profile, EXIF (IFD0, Exif and
+    GPS IFDs) and a thumbnail."""
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (6, 4), "red").save(thumbnail, format="JPEG")
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(smooth(20, 30, 3)).save(path, quality=95, icc_profile=adobe_rgb_profile(),
+                                            exif=exif_with_thumbnail(photo_exif(30, 20), thumbnail.getvalue()))
+    return path
+
+
+def test_reading_keeps_the_profile_and_the_picture_exif_marked_upright(tmp_path):
+    from PIL import ExifTags
+    path = a_photo(tmp_path)
+    with Image.open(path) as im:
+        assert im.getexif().get_ifd(ExifTags.IFD.IFD1)[0x0202] > 0  # Pillow sees the input's thumbnail
+    pixels, metadata = image_files.read_image_and_metadata(path)
+    assert pixels.shape == (30, 20, 3)
+    assert metadata.icc_profile == adobe_rgb_profile()
+    exif = Image.Exif()
+    exif.load(metadata.exif)
+    assert exif[image_files.EXIF_ORIENTATION] == 1
+    assert (exif[0x010F], exif[0x8298]) == ("Camera maker", "(c) someone")
+    assert exif.get_ifd(0x8769)[0x9003] == "2026:01:02 03:04:05"
+    assert exif.get_ifd(0x8825)[2] == (52.0, 31.0, 12.5)
+    assert not exif.get_ifd(ExifTags.IFD.IFD1)
+
+
+def jpeg_segments(data: bytes) -> list[bytes]:
+    """The APPn segments of a JPEG file (ITU T.81, B.1.1.4: FFxx marker, 2-byte length), up to the scan."""
+    segments, pos = [], 2
+    while data[pos] == 0xFF and data[pos + 1] != 0xDA:
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        segments.append(data[pos:pos + 2 + length])
+        pos += 2 + length
+    return segments
+
+
+def riff_chunks(data: bytes) -> list[bytes]:
+    """The chunk names of a WebP file (RIFF: 4-byte name, little-endian size, data padded to even)."""
+    names, pos = [], 12
+    while pos + 8 <= len(data):
+        names.append(data[pos:pos + 4])
+        pos += 8 + (int.from_bytes(data[pos + 4:pos + 8], "little") + 1) // 2 * 2
+    return names
+
+
+def raw_metadata(data: bytes, fmt: str) -> tuple[bool, bool]:
+    """(profile present, EXIF present) as each format's own structure carries them."""
+    if fmt == "PNG":
+        kinds = [c[4:8] for c in png_chunks(data)]
+        before_pixels = kinds[:kinds.index(b"IDAT")]
+        return b"iCCP" in before_pixels, b"eXIf" in kinds
+    if fmt == "JPEG":
+        segments = jpeg_segments(data)
+        return (any(s[:2] == b"\xff\xe2" and s[4:16] == b"ICC_PROFILE\0" for s in segments),
+                any(s[:2] == b"\xff\xe1" and s[4:10] == b"Exif\0\0" for s in segments))
+    if fmt == "WEBP":
+        return b"ICCP" in riff_chunks(data), b"EXIF" in riff_chunks(data)
+    with tifffile.TiffFile(io.BytesIO(data)) as tiff:  # TIFF: tifffile's reading of tags 34675, 34665
+        tags = tiff.pages[0].tags
+        return 34675 in tags, 34665 in tags and tags[34665].value.get("DateTimeOriginal") == "2026:01:02 03:04:05"
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append(data[pos:end])
+        pos = end
+    return chunks
+
+
+@pytest.mark.parametrize("fmt,dtype", [("PNG", np.uint16), ("JPEG", np.uint8), ("WEBP", np.uint8),
+                                       ("TIFF", np.uint16)])
+def test_each_format_that_can_holds_profile_and_exif_with_the_pixels_unchanged(tmp_path, fmt, dtype):
+    from PIL import ExifTags
+    _, metadata = image_files.read_image_and_metadata(a_photo(tmp_path))
+    image = pixels(3, dtype, shape=(40, 60), seed=12)
+    plain, data = image_files.encode_image(image, fmt), image_files.encode_image(image, fmt, metadata)
+    assert raw_metadata(data, fmt) == (True, True) and raw_metadata(plain, fmt) == (False, False)
+    np.testing.assert_array_equal(image_files.decode_image(data), image_files.decode_image(plain))
+    with Image.open(io.BytesIO(data)) as im:  # Pillow, reading the output
+        assert im.info["icc_profile"] == adobe_rgb_profile()
+        exif = im.getexif()
+    assert exif.get(image_files.EXIF_ORIENTATION, 1) == 1  # TIFF: absent, which is 1
+    assert (exif[0x010F], exif[0x0110], exif[0x8298]) == ("Camera maker", "Model 1", "(c) someone")
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    assert details[0x9003] == "2026:01:02 03:04:05" and details[0x829A] == 0.004
+    assert (details[0xA002], details[0xA003]) == (60, 40)  # PixelXDimension, PixelYDimension: the new size
+    assert exif.get_ifd(ExifTags.IFD.GPSInfo) == {1: "N", 2: (52.0, 31.0, 12.5)}
+    assert not exif.get_ifd(ExifTags.IFD.IFD1)  # no thumbnail of the old pixels
+
+
+def test_bmp_keeps_neither_and_the_note_says_so(tmp_path):
+    _, metadata = image_files.read_image_and_metadata(a_photo(tmp_path))
+    assert image_files.kept_metadata("BMP", metadata, 3) == image_files.NO_METADATA
+    assert image_files.metadata_note(tmp_path / "x.bmp", metadata, 3) == \
+        f"{tmp_path / 'x.bmp'}: the colour profile and the EXIF of the input not kept (BMP holds neither)"
+    assert image_files.metadata_note(tmp_path / "x.png", metadata, 3) is None
+    assert "colour profile of the input not kept (its colour space" in \
+        image_files.metadata_note(tmp_path / "x.png", metadata, 1)  # an RGB profile cannot describe grey
+    data = image_files.encode_image(pixels(3, np.uint8), "BMP", metadata)
+    np.testing.assert_array_equal(image_files.decode_image(data), pixels(3, np.uint8))
+
+
+def test_a_tiffs_own_tags_are_its_exif_and_tifffiles_shape_description_is_not(tmp_path):
+    """A TIFF's IFD0 descriptive tags and Exif IFD, as tifffile reads them, come back after a round trip
+    through our writer; tifffile's JSON description and its 1/1 resolution alone are no EXIF."""
+    image = pixels(3, np.uint8)
+    _, metadata = image_files.decode_image_and_metadata(tiff_bytes(image, photometric="rgb"))
+    assert metadata == image_files.NO_METADATA
+    _, photo = image_files.read_image_and_metadata(a_photo(tmp_path))
+    _, again = image_files.decode_image_and_metadata(image_files.encode_image(image, "TIFF", photo))
+    assert again.icc_profile == photo.icc_profile
+    with tifffile.TiffFile(io.BytesIO(image_files.encode_image(image, "TIFF", again))) as tiff:
+        tags = tiff.pages[0].tags
+        assert (tags[271].value, tags[272].value, tags[33432].value) == ("Camera maker", "Model 1", "(c) someone")
+        assert tags[34665].value["ExposureTime"] == 0.004  # RATIONAL 1/250
+        assert tags[34853].value["GPSLatitudeRef"] == "N"
+        assert 270 not in tags and 274 not in tags

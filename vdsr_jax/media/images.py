@@ -69,9 +69,10 @@ class ImageMetadata:
     `icc_profile`: the ICC colour profile's bytes, only where its colour space is the pixels' (RGB for 3-4
     channels, GRAY for 1-2; a CMYK or Lab file is converted to sRGB on reading, which its profile then no
     longer describes). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
-    structure) with the tags that describe the picture (IFD0: description, make, model, resolution, software,
-    date, artist, copyright; the Exif and GPS IFDs) and Orientation 1, since the pixels are read upright; the
-    thumbnail (IFD1) and the tags of the file's own encoding are left out. None where the file has none.
+    structure) with the tags that describe the picture (IFD0: description, make, model, resolution, date,
+    artist, copyright; the Exif and GPS IFDs) and Orientation 1, since the pixels are read upright; the
+    thumbnail (IFD1, a picture of the old pixels), the tags of the file's own encoding and the program that
+    wrote it (Software, HostComputer) are left out. None where the file has none (resolution alone is none).
     """
     icc_profile: bytes | None = None
     exif: bytes | None = None
@@ -154,9 +155,11 @@ def _upright(pixels, orientation: int, exif: Image.Exif, icc: bytes | None, name
     return pixels, ImageMetadata(profile_for(icc, pixels.shape[-1]), picture_exif(exif))
 
 
-# The IFD0 tags that describe the picture rather than its encoding (EXIF 2.32, 4.6.4 A): ImageDescription, Make,
-# Model, XResolution, YResolution, ResolutionUnit, Software, DateTime, Artist, HostComputer, Copyright.
-PICTURE_TAGS = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
+# The IFD0 tags that describe the picture rather than its encoding or the program that wrote the file (EXIF
+# 2.32, 4.6.4 A): ImageDescription, Make, Model, XResolution, YResolution, ResolutionUnit, DateTime, Artist,
+# Copyright.
+PICTURE_TAGS = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0132, 0x013B, 0x8298)
+RESOLUTION_TAGS = (0x011A, 0x011B, 0x0128)
 EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
 PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION = 0xA002, 0xA003
 
@@ -182,7 +185,7 @@ def picture_tags(exif: Image.Exif, size: tuple[int, int] | None = None) -> dict:
 def picture_exif(exif: Image.Exif, size: tuple[int, int] | None = None) -> bytes | None:
     """EXIF bytes (`Image.Exif.tobytes`) of `picture_tags(exif, size)` with Orientation 1; None if none."""
     tags = picture_tags(exif, size)
-    if not tags:
+    if not tags.keys() - set(RESOLUTION_TAGS):  # resolution alone (tifffile writes 1/1, no unit) says nothing
         return None
     kept = Image.Exif()
     kept.update(tags)
@@ -209,9 +212,12 @@ def _decode_tiff(data: bytes, name: str):
             tag = page.tags.get(EXIF_ORIENTATION)
             orientation = int(tag.value) if tag else 1
             pixels, icc = tiff_page_pixels(page, name)
+            shaped = page.is_shaped
         exif = Image.Exif()
         if data[:4] in TIFF_SIGNATURES[:2]:
             exif.load(data)
+            if shaped:  # ImageDescription holds tifffile's JSON of the array's shape, not a description
+                del exif[0x010E]
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises TiffFileError, ValueError, ... for damaged files
@@ -534,7 +540,7 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
 
-_ASCII_PICTURE_TAGS = (0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)  # written by tifffile as given
+_ASCII_PICTURE_TAGS = (0x010F, 0x0110, 0x0132, 0x013B, 0x8298)  # written by tifffile as given
 
 
 def _tiff_with_metadata(pixels: np.ndarray, icc: bytes | None, tags: dict | None) -> bytes:
