@@ -1,5 +1,7 @@
 """Image files (vdsr_jax.media.images): round trips checked against Pillow's own decoding and the PNG
-specification's header, the listing rule, refusals, atomic writes. EXIF orientation and a 16-bit PNG
+specification's header, the listing rule, refusals, atomic writes; every TIFF photometric interpretation
+against Pillow (libtiff's conventions), the TIFF specification or scikit-image; ICC profile and EXIF per
+output format, read back by Pillow, tifffile and the formats' own chunk and segment structure. EXIF orientation and a 16-bit PNG
 with a Sub filter are in test_upscale; palette and colour-key transparency, and hidden files through the
 commands, in test_inputs; multi-page TIFFs and animations in test_video."""
 import functools
@@ -10,6 +12,7 @@ import struct
 import numpy as np
 import pytest
 import tifffile
+from conftest import png_chunks
 from PIL import Image
 
 from vdsr_jax.media import images as image_files
@@ -500,15 +503,6 @@ def raw_metadata(data: bytes, fmt: str) -> tuple[bool, bool]:
         return 34675 in tags, 34665 in tags and tags[34665].value.get("DateTimeOriginal") == "2026:01:02 03:04:05"
 
 
-def png_chunks(data: bytes) -> list[bytes]:
-    chunks, pos = [], 8
-    while pos < len(data):
-        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
-        chunks.append(data[pos:end])
-        pos = end
-    return chunks
-
-
 @pytest.mark.parametrize("fmt,dtype", [("PNG", np.uint16), ("JPEG", np.uint8), ("WEBP", np.uint8),
                                        ("TIFF", np.uint16)])
 def test_each_format_that_can_holds_profile_and_exif_with_the_pixels_unchanged(tmp_path, fmt, dtype):
@@ -557,3 +551,15 @@ def test_a_tiffs_own_tags_are_its_exif_and_tifffiles_shape_description_is_not(tm
         assert tags[34665].value["ExposureTime"] == 0.004  # RATIONAL 1/250
         assert tags[34853].value["GPSLatitudeRef"] == "N"
         assert 270 not in tags and 274 not in tags
+
+
+def test_a_grey_profile_stays_with_grey_pixels():
+    import imagecodecs
+    grey = imagecodecs.cms_profile("gray")
+    image = pixels(1, np.uint16)
+    data = image_files.encode_image(image, "PNG", image_files.ImageMetadata(icc_profile=grey))
+    decoded, metadata = image_files.decode_image_and_metadata(data)
+    np.testing.assert_array_equal(decoded, image)
+    assert metadata.icc_profile == grey and grey[16:20] == b"GRAY"
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.info["icc_profile"] == grey

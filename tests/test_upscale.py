@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tifffile
-from conftest import assert_one_error_line, run_cli
+from conftest import assert_one_error_line, png_chunks, run_cli
 from PIL import Image, ImageOps, PngImagePlugin
 
 from vdsr_jax import checkpoint, media, upscale
@@ -115,15 +115,6 @@ def test_folder_input_names_outputs(tmp_path, tiny):
     assert status == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x3.png", "b_x3.bmp"]
     assert len(stdout.splitlines()) == 2
-
-
-def png_chunks(data: bytes) -> list[bytes]:
-    chunks, pos = [], 8
-    while pos < len(data):
-        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
-        chunks.append(data[pos:end])
-        pos = end
-    return chunks
 
 
 @pytest.mark.parametrize("where", ["eXIf", "eXIf after the pixels", "XMP", "raw profile"])

@@ -26,8 +26,9 @@ ceil(S·size). 16-bit images stay 16-bit in PNG and TIFF (JPEG, BMP and WebP hol
 cannot hold alpha, WebP at most 16383 pixels a side: such outputs are refused before any work. EXIF
 orientation is applied to the pixels. The ICC colour profile and EXIF (Orientation then 1, the pixel size
 updated, no thumbnail) are kept in PNG, JPEG, WebP and TIFF outputs, the profile in --compare panels; a
-`note:` says when an output (BMP) cannot hold them. CMYK, CIELab and other TIFF colour spaces are
-converted to RGB on reading (see vdsr_jax.media.images.tiff_page_pixels). Large images run in
+`note:` says when an output (BMP) cannot hold them. TIFFs are read in the colours their photometric
+interpretation means (CMYK, palette, min-is-white, YCbCr and CIELab are converted); masks, raw sensor data
+and the like are refused by name. Large images run in
 tiles, so memory follows the tile size. Existing outputs are refused unless --overwrite. Files are written
 under a temporary name and renamed when complete. A file that fails is reported at the end, the others are
 still written, and the exit status is then 1.
