@@ -1,9 +1,10 @@
 """Image files (vdsr_jax.media.images): round trips checked against Pillow's own decoding and the PNG
 specification's header, the listing rule, refusals, atomic writes; every TIFF photometric interpretation
 against Pillow (libtiff's conventions), the TIFF specification or scikit-image; ICC profile and EXIF per
-output format, read back by Pillow, tifffile and the formats' own chunk and segment structure. EXIF orientation and a 16-bit PNG
-with a Sub filter are in test_upscale; palette and colour-key transparency, and hidden files through the
-commands, in test_inputs; multi-page TIFFs and animations in test_video."""
+output format, read back by Pillow, tifffile and the formats' own chunk and segment structure. EXIF
+orientation, a 16-bit PNG with a Sub filter and metadata through the command are in test_upscale; palette
+and colour-key transparency, and hidden files through the commands, in test_inputs; multi-page TIFFs and
+animations in test_video."""
 import functools
 import io
 import itertools
@@ -284,10 +285,10 @@ def test_min_is_white_is_inverted(dtype):
         np.testing.assert_array_equal(got, pillow_reading(data, "L"))
 
 
-@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("bits", [1, 4, 8])
 def test_palette_colours_as_pillow_looks_them_up(bits):
     rng = np.random.default_rng(7)
-    colormap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)  # tifffile writes 256 entries for 4 bits too
+    colormap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)  # tifffile writes 256 entries for 1-4 bits
     indices = rng.integers(0, 2 ** bits, (13, 17), dtype=np.uint8)
     data = tiff_bytes(indices, photometric="palette", colormap=colormap, bitspersample=bits)
     np.testing.assert_array_equal(image_files.decode_image(data), pillow_reading(data, "RGB"))
@@ -375,7 +376,7 @@ def test_cielab_and_icclab_convert_to_srgb():
     lightness = np.round(lab[..., 0] * 255 / 100)
     a_b = np.round(lab[..., 1:]).astype(np.int8)
     cielab = np.dstack([lightness.astype(np.uint8), a_b.view(np.uint8)])  # a*, b* signed (TIFF 6.0, 23)
-    icclab = np.dstack([lightness.astype(np.uint8), (a_b.astype(int) + 128).astype(np.uint8)])  # offset by 128 (TN: ICCLab)
+    icclab = np.dstack([lightness.astype(np.uint8), (a_b.astype(int) + 128).astype(np.uint8)])  # offset by 128
     expected = srgb_of_lab(np.dstack([lightness * 100 / 255, a_b]))
     got = image_files.decode_image(tiff_bytes(cielab, photometric="cielab"))
     assert np.abs(got - expected).max() <= 0.51  # rounded to 8 bits
@@ -528,7 +529,7 @@ def test_bmp_keeps_neither_and_the_note_says_so(tmp_path):
     _, metadata = image_files.read_image_and_metadata(a_photo(tmp_path))
     assert image_files.kept_metadata("BMP", metadata, 3) == image_files.NO_METADATA
     assert image_files.metadata_note(tmp_path / "x.bmp", metadata, 3) == \
-        f"{tmp_path / 'x.bmp'}: the colour profile and the EXIF of the input not kept (BMP holds neither)"
+        f"{tmp_path / 'x.bmp'}: the colour profile and the EXIF of the input not kept (BMP holds none)"
     assert image_files.metadata_note(tmp_path / "x.png", metadata, 3) is None
     assert "colour profile of the input not kept (its colour space" in \
         image_files.metadata_note(tmp_path / "x.png", metadata, 1)  # an RGB profile cannot describe grey
@@ -563,3 +564,18 @@ def test_a_grey_profile_stays_with_grey_pixels():
     assert metadata.icc_profile == grey and grey[16:20] == b"GRAY"
     with Image.open(io.BytesIO(data)) as im:
         assert im.info["icc_profile"] == grey
+
+
+def test_exif_over_what_a_jpeg_segment_holds_is_left_out_with_a_note(tmp_path):
+    """ITU T.81, B.1.1.4: a segment's 2-byte length counts itself, so APP1 holds 65533 bytes at most."""
+    exif = photo_exif(60, 40)
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\0\0\0" + b"x" * 70000  # UserComment
+    metadata = image_files.ImageMetadata(exif=exif.tobytes())
+    assert len(metadata.exif) > 65533
+    note = image_files.metadata_note(tmp_path / "x.jpg", metadata, 3)
+    assert note == (f"{tmp_path / 'x.jpg'}: the EXIF of the input not kept ({len(metadata.exif)} bytes, "
+                    "over JPEG's 65533)")
+    data = image_files.encode_image(pixels(3, np.uint8, shape=(40, 60)), "JPEG", metadata)
+    assert raw_metadata(data, "JPEG") == (False, False)
+    assert raw_metadata(image_files.encode_image(pixels(3, np.uint8, shape=(40, 60)), "PNG", metadata),
+                        "PNG") == (False, True)

@@ -302,7 +302,7 @@ def test_an_output_format_without_metadata_says_so_in_one_note(tmp_path, tiny, c
                          "-o", str(tmp_path / "p.bmp")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == [f"note: {tmp_path / 'p.bmp'}: the colour profile and the EXIF of the input not kept "
-                     "(BMP holds neither)"]
+                     "(BMP holds none)"]
     pixels = media.read_image(tmp_path / "p.tif")  # Pillow's TIFF: the pixels as written, rotated by EXIF 6
     np.testing.assert_array_equal(pixels, np.rot90(picture(20, 30, 3), k=-1))
     assert np.abs(media.read_image(tmp_path / "p.bmp") - expected_upscale(pixels, 2, params)).max() <= 1

@@ -85,7 +85,7 @@ def read_image(path) -> np.ndarray:
     """H×W×C uint8 or uint16 pixels of an image file (see the module docstring).
 
     Raises ImageError for a missing, damaged or unsupported file (floating-point or 32-bit samples, TIFF
-    colour spaces listed in `_tiff_colours`), and for a file of several frames (an animation, a multi-page
+    colour spaces listed in `tiff_page_pixels`), and for a file of several frames (an animation, a multi-page
     TIFF): those are not cut to their first frame.
     """
     return read_image_and_metadata(path)[0]
@@ -199,6 +199,7 @@ def load_exif(data: bytes) -> Image.Exif:
     exif.load(data)
     return exif
 
+
 TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little/big-endian TIFF and BigTIFF
 
 
@@ -260,12 +261,13 @@ def tiff_page_pixels(page, name: str) -> tuple[np.ndarray, bytes | None]:
         samples = np.moveaxis(samples, -3, -1)
     if samples.ndim == 2:
         samples = samples[..., None]
-    if samples.dtype == bool:
-        samples = samples.astype(np.uint8) * 255
+    if samples.dtype == bool:  # 1 bit: 0/255, or palette indices 0/1
+        samples = samples.astype(np.uint8) * (1 if photometric == "PALETTE" else 255)
     elif photometric != "PALETTE":
         samples = _full_range(samples, page.bitspersample)
     extras = [int(kind) for kind in page.extrasamples]
-    colours, extra = samples[..., :samples.shape[-1] - len(extras)], samples[..., samples.shape[-1] - len(extras):]
+    split = samples.shape[-1] - len(extras)
+    colours, extra = samples[..., :split], samples[..., split:]
     alphas = [i for i, kind in enumerate(extras) if kind in (1, 2)]  # associated, unassociated
     alpha = extra[..., alphas[:1]]
     icc = page.iccprofile
@@ -372,7 +374,8 @@ def _unpremultiply(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def png_exif(data: bytes) -> Image.Exif | None:
     """The EXIF of PNG file bytes from its eXIf chunk (empty without one), found by walking the chunk
-    headers; None where a text chunk may hold it (ImageMagick's raw EXIF profile, XMP), which only Pillow's
+    headers; None where a text chunk may hold the orientation that eXIf lacks (ImageMagick's raw EXIF
+    profile, XMP), which only Pillow's
     `getexif` reads. That decodes all the pixels first, because eXIf may follow the image data (PNG 3rd
     edition, eXIf); this skips them by their lengths."""
     pos, exif, in_text = 8, None, False  # after the signature
@@ -387,7 +390,7 @@ def png_exif(data: bytes) -> Image.Exif | None:
         elif kind == b"IEND":
             break
         pos += 12 + length  # length, type, data, CRC
-    if exif is not None:
+    if exif is not None and (EXIF_ORIENTATION in exif or not in_text):
         return exif
     return None if in_text else Image.Exif()
 
@@ -476,25 +479,42 @@ def _check_encodable(fmt: str, height: int, width: int, channels: int, name: str
 METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 
 
+# JPEG's APP1 segment holds at most 65533 bytes: its 2-byte length counts itself (Pillow refuses more).
+JPEG_EXIF_BYTES = 65533
+
+
+def _not_kept(fmt: str, metadata: ImageMetadata, channels: int) -> dict[str, str]:
+    """{"colour profile" or "EXIF": why} for each part of `metadata` that a `fmt` file of `channels`
+    channels cannot hold."""
+    reasons = {}
+    if metadata.icc_profile and fmt not in METADATA_FORMATS:
+        reasons["colour profile"] = f"{fmt} holds none"
+    elif metadata.icc_profile and not profile_for(metadata.icc_profile, channels):
+        reasons["colour profile"] = "its colour space is not the image's"
+    if metadata.exif and fmt not in METADATA_FORMATS:
+        reasons["EXIF"] = f"{fmt} holds none"
+    elif metadata.exif and fmt == "JPEG" and len(metadata.exif) > JPEG_EXIF_BYTES:
+        reasons["EXIF"] = f"{len(metadata.exif)} bytes, over JPEG's {JPEG_EXIF_BYTES}"
+    return reasons
+
+
 def kept_metadata(fmt: str, metadata: ImageMetadata, channels: int) -> ImageMetadata:
     """The part of `metadata` that `encode_image` writes into a `fmt` file of `channels` channels: nothing for
-    a format that holds none (BMP), and the profile only where its colour space is the pixels'."""
-    if fmt not in METADATA_FORMATS:
-        return NO_METADATA
-    return ImageMetadata(profile_for(metadata.icc_profile, channels), metadata.exif)
+    a format that holds none (BMP), the profile only where its colour space is the pixels', EXIF in JPEG
+    only up to JPEG_EXIF_BYTES."""
+    lost = _not_kept(fmt, metadata, channels)
+    return ImageMetadata(None if "colour profile" in lost else metadata.icc_profile,
+                         None if "EXIF" in lost else metadata.exif)
 
 
 def metadata_note(path, metadata: ImageMetadata, channels: int) -> str | None:
     """One line naming what of `metadata` a file at `path` of `channels` channels will not hold (see
     `kept_metadata`) and why, or None where it holds all of it."""
-    fmt = output_format(path)
-    kept = kept_metadata(fmt, metadata, channels)
-    lost = [what for what, had, has in (("colour profile", metadata.icc_profile, kept.icc_profile),
-                                        ("EXIF", metadata.exif, kept.exif)) if had and not has]
-    if not lost:
-        return None
-    why = f"{fmt} holds neither" if fmt not in METADATA_FORMATS else "its colour space is not the image's"
-    return f"{path}: the {' and the '.join(lost)} of the input not kept ({why})"
+    groups = {}
+    for what, why in _not_kept(output_format(path), metadata, channels).items():
+        groups.setdefault(why, []).append(what)
+    parts = [f"the {' and the '.join(whats)} of the input not kept ({why})" for why, whats in groups.items()]
+    return f"{path}: {'; '.join(parts)}" if parts else None
 
 
 def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_METADATA) -> bytes:
