@@ -306,3 +306,16 @@ def test_an_output_format_without_metadata_says_so_in_one_note(tmp_path, tiny, c
     pixels = media.read_image(tmp_path / "p.tif")  # Pillow's TIFF: the pixels as written, rotated by EXIF 6
     np.testing.assert_array_equal(pixels, np.rot90(picture(20, 30, 3), k=-1))
     assert np.abs(media.read_image(tmp_path / "p.bmp") - expected_upscale(pixels, 2, params)).max() <= 1
+
+
+def test_a_cmyk_tiff_is_upscaled_in_its_colours_not_as_transparent_rgba(tmp_path, tiny):
+    """The issue's instance: K was taken for alpha, so the output was transparent and its colours inverted."""
+    folder, params = tiny
+    Image.fromarray(picture(20, 30, 3)).convert("CMYK").save(tmp_path / "x.tif")
+    assert upscale.main([str(tmp_path / "x.tif"), "--checkpoint", str(folder), "--scale", "2",
+                         "-o", str(tmp_path / "out")]) == 0
+    with Image.open(tmp_path / "x.tif") as im:
+        shown = np.asarray(im.convert("RGB"))  # Pillow's reading of the input
+    out = media.read_image(tmp_path / "out" / "x_x2.tif")
+    assert out.shape == (40, 60, 3)
+    assert np.abs(out - expected_upscale(shown, 2, params)).max() <= 1
