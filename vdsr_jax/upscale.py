@@ -134,8 +134,9 @@ def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compa
     height, width = BicubicWindows(*pixels.shape[:2], scale).out_shape
     check_encodable(target, height, width, pixels.shape[-1])
     panel_metadata = ImageMetadata(icc_profile=metadata.icc_profile)  # the panel shows the same colours
-    notes = [metadata_note(target, metadata, pixels.shape[-1])] + \
-        ([metadata_note(compare_path(target), panel_metadata, 3)] if compare else [])
+    notes = [metadata_note(target, metadata, pixels.shape[-1])]
+    if compare:
+        notes.append(metadata_note(compare_path(target), panel_metadata, 3))  # an RGB PNG
     for note in filter(None, notes):
         tqdm.write(f"note: {note}", file=sys.stderr)
     try:
