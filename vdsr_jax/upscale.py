@@ -143,10 +143,10 @@ def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compa
         out, plain = upscale_image(pixels, scale, net, bicubic=compare, progress=tiles_bar)
     except ImageError as e:
         raise ImageError(f"{source}: {e}") from None
-    write_image(target, out, metadata)
+    write_image(target, out, metadata=metadata)
     if compare:
         write_image(compare_path(target), side_by_side([plain, out], ["bicubic", f"VDSR {scale_label(scale)}"]),
-                    panel_metadata)
+                    metadata=panel_metadata)
 
 
 def build_parser() -> ArgumentParser:
