@@ -143,3 +143,13 @@ def final_params(workdir):
     from vdsr_jax.checkpoint import load_model
 
     return jax.tree.map(np.asarray, load_model(workdir)[1])
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    """The chunks of PNG file bytes, each whole (length, type, data, CRC; PNG specification, 5.3)."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append(data[pos:end])
+        pos = end
+    return chunks

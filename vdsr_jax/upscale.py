@@ -24,7 +24,11 @@ their own Y, and stay grey; alpha (an alpha channel, a palette entry or a PNG co
 bicubic. S may be any number from 1 to 16: the network input is MATLAB's bicubic upscale of Y to
 ceil(S·size). 16-bit images stay 16-bit in PNG and TIFF (JPEG, BMP and WebP hold 8 bits); JPEG and BMP
 cannot hold alpha, WebP at most 16383 pixels a side: such outputs are refused before any work. EXIF
-orientation is applied; metadata is not copied. Large images run in
+orientation is applied to the pixels. The ICC colour profile and EXIF (Orientation then 1, the pixel size
+updated, no thumbnail) are kept in PNG, JPEG, WebP and TIFF outputs, the profile in --compare panels; a
+`note:` says when an output (BMP) cannot hold them. TIFFs are read in the colours their photometric
+interpretation means (CMYK, palette, min-is-white, YCbCr and CIELab are converted); masks, raw sensor data
+and the like are refused by name. Large images run in
 tiles, so memory follows the tile size. Existing outputs are refused unless --overwrite. Files are written
 under a temporary name and renamed when complete. A file that fails is reported at the end, the others are
 still written, and the exit status is then 1.
@@ -42,9 +46,9 @@ from tqdm import tqdm
 from vdsr_jax.cli import ArgumentParser, report_errors
 from vdsr_jax.errors import ImageError, UserError, known_names
 from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
-from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_encodable,
-                            check_writable, is_frame_file, list_images, read_image, refuse_existing, transcode,
-                            write_image)
+from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageMetadata,
+                            check_encodable, check_writable, is_frame_file, list_images, metadata_note,
+                            read_image_and_metadata, refuse_existing, transcode, write_image)
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
@@ -126,16 +130,23 @@ def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compa
     if is_frame_file(source):
         upscale_frame_file(source, target, scale, net, progress=tiles_bar, **(frame_options or {}))
         return
-    pixels = read_image(source)
+    pixels, metadata = read_image_and_metadata(source)
     height, width = BicubicWindows(*pixels.shape[:2], scale).out_shape
     check_encodable(target, height, width, pixels.shape[-1])
+    panel_metadata = ImageMetadata(icc_profile=metadata.icc_profile)  # the panel shows the same colours
+    notes = [metadata_note(target, metadata, pixels.shape[-1])]
+    if compare:
+        notes.append(metadata_note(compare_path(target), panel_metadata, 3))  # an RGB PNG
+    for note in filter(None, notes):
+        tqdm.write(f"note: {note}", file=sys.stderr)
     try:
         out, plain = upscale_image(pixels, scale, net, bicubic=compare, progress=tiles_bar)
     except ImageError as e:
         raise ImageError(f"{source}: {e}") from None
-    write_image(target, out)
+    write_image(target, out, metadata=metadata)
     if compare:
-        write_image(compare_path(target), side_by_side([plain, out], ["bicubic", f"VDSR {scale_label(scale)}"]))
+        write_image(compare_path(target), side_by_side([plain, out], ["bicubic", f"VDSR {scale_label(scale)}"]),
+                    metadata=panel_metadata)
 
 
 def build_parser() -> ArgumentParser:
