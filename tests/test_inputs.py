@@ -134,7 +134,7 @@ def test_folder_arguments_given_a_file(tmp_path, capsys, tiny, files):
     one_error_line(capsys, evaluate.main(["--checkpoint", str(tiny[0]), "--data-dir", text]),
                    text, "is a file, not a folder of images")
     one_error_line(capsys, convert.main(["--from-torch", str(tiny[0]), "--out", str(tmp_path / "c")]),
-                   str(tiny[0]), "is a folder, not a torch file", "--to-torch")
+                   str(tiny[0]), "is a checkpoint folder, not a torch file", "--to-torch")
     # upscale: INPUT a non-image file, a folder without images, a folder with -o naming one file
     one_error_line(capsys, upscale.main([text, "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
                                          str(tmp_path / "o.png")]), text, "not an image file")

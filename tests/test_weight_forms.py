@@ -211,3 +211,39 @@ def test_convert_names_the_output_forms_for_another_suffix(tmp_path, capsys):
     code, _, err = run_main(capsys, tmp_path / "ckpt", "--out", tmp_path / "w.safetensor")
     assert_one_error_line(code, err, "no weights form has the suffix .safetensor", "did you mean '.safetensors'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_commands_take_a_torch_file_as_checkpoint_and_print_its_notes(tmp_path, capsys):
+    """evaluate's --checkpoint reads a BasicSR file directly: its params_ema (the figures equal those of a
+    folder holding them), with the note saying so."""
+    torch = needs_torch()
+    from vdsr_jax import evaluate
+    from vdsr_jax.media import write_image
+
+    ema, plain = random_params(0), random_params(1)
+    as_torch = lambda params: {k: torch.from_numpy(v) for k, v in torch_layout(params).items()}  # noqa: E731
+    torch.save({"params": as_torch(plain), "params_ema": as_torch(ema)}, tmp_path / "basicsr.pth")
+    checkpoint.save_model(tmp_path / "ema", ema, MODEL)
+    (tmp_path / "set").mkdir()
+    write_image(tmp_path / "set" / "a.png", np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    results, errors = [], []
+    for weights in ("basicsr.pth", "ema"):
+        out = tmp_path / f"{weights}.json"
+        assert evaluate.main(["--checkpoint", str(tmp_path / weights), "--data-dir", str(tmp_path / "set"),
+                              "--scales", "2", "--json", str(out)]) == 0
+        errors.append(capsys.readouterr().err.strip().splitlines())
+        results.append({k: v for k, v in json.loads(out.read_text())["results"][0].items() if k != "seconds"})
+    assert results[0] == results[1]
+    assert len(errors[0]) == 1 and errors[0][0].startswith("note: ") and "converted params_ema" in errors[0][0]
+    assert errors[1] == []
+
+
+def test_a_lightning_checkpoint_with_pickled_hyperparameters_is_refused_naming_the_class(tmp_path, capsys):
+    torch = needs_torch()
+    import argparse
+
+    state = {f"model.{k}": torch.from_numpy(v) for k, v in torch_layout(random_params()).items()}
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.4.0",
+                "hyper_parameters": {"args": argparse.Namespace(lr=0.1)}}, tmp_path / "run.ckpt")
+    code, _, err = run_main(capsys, tmp_path / "run.ckpt", "--out", tmp_path / "ckpt")
+    assert_one_error_line(code, err, "refusing to load", "argparse.Namespace")

@@ -4,7 +4,7 @@
     vdsr-convert model_epoch_50.pth --out ckpt/              # torch file -> checkpoint folder
     vdsr-convert ckpt/ --out vdsr.safetensors                # -> safetensors (.npz likewise)
     vdsr-convert ckpt/ --out vdsr_state_dict.pth             # -> pytorch-vdsr state_dict
-    vdsr-convert --from-torch model_epoch_50.pth --out ckpt/  # the same as INPUT; --to-torch DIR forces a .pth
+    vdsr-convert --from-torch model_epoch_50.pth --out ckpt/  # INPUT, a torch file; --to-torch DIR: a .pth
     (or: python -m vdsr_jax.convert …)
 
 INPUT is any form `vdsr-evaluate --checkpoint` takes: a checkpoint folder or training workdir, a `.npz` or
@@ -27,14 +27,14 @@ def main(argv=None) -> int:
     parser = ArgumentParser(prog="vdsr-convert", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("input", nargs="?", help="weights of any form (folder, .npz, .safetensors, torch file)")
-    source.add_argument("--from-torch", metavar="PATH", help="the same as INPUT (kept for older scripts)")
+    source.add_argument("--from-torch", metavar="PATH", help="INPUT, which must be a torch file")
     source.add_argument("--to-torch", metavar="DIR", help="INPUT, written as a torch state_dict whatever --out's suffix")
     parser.add_argument("--out", required=True,
                         help="output: .npz, .safetensors, .pth/.pt/.bin (torch), or a folder (no suffix)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     args = parser.parse_args(argv)
     written, notes = convert(args.input or args.from_torch or args.to_torch, args.out, overwrite=args.overwrite,
-                             torch=args.to_torch is not None)
+                             to_torch=args.to_torch is not None, from_torch=args.from_torch is not None)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {written}")

@@ -23,6 +23,8 @@ from vdsr_jax.pretrained import (SAFETENSORS_KEY, export_pretrained, is_safetens
 
 FOLDER, NPZ, SAFETENSORS, TORCH = "checkpoint folder", ".npz", ".safetensors", "torch file"
 FILE_SUFFIXES = {".npz": NPZ, ".safetensors": SAFETENSORS, ".pth": TORCH, ".pt": TORCH, ".bin": TORCH}
+# suffixes that only name a file to read: Lightning's .ckpt, torch's old tar format, plain pickles
+READ_SUFFIXES = {**FILE_SUFFIXES, ".ckpt": TORCH, ".tar": TORCH, ".pkl": TORCH}
 # first bytes of files people pass by mistake, to say what was found
 OTHER_FILES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
                b"\x1f\x8b": "gzip data", b"\x89HDF": "an HDF5 file (Keras?)", b"%PDF": "a PDF document"}
@@ -56,8 +58,8 @@ def identify(path) -> str:
         return SAFETENSORS
     if head[:1] == b"\x80":  # a pickle (protocol ≥ 2): torch's legacy format and pytorch-vdsr's file
         return TORCH
-    if path.suffix.lower() in FILE_SUFFIXES:  # damaged: its reader says how
-        return FILE_SUFFIXES[path.suffix.lower()]
+    if path.suffix.lower() in READ_SUFFIXES:  # damaged, or torch's tar format: its reader says which
+        return READ_SUFFIXES[path.suffix.lower()]
     found = next((name for magic, name in OTHER_FILES.items() if head.startswith(magic)), None)
     if found is None:
         found = "text" if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head) else f"bytes {head[:8]!r}…"
@@ -116,8 +118,10 @@ def output_form(path, torch: bool = False) -> str:
                           f"{known_names(suffix, FILE_SUFFIXES)} (or a folder name without a suffix)")
 
 
-def convert(source, out, overwrite: bool = False, torch: bool = False) -> tuple[Path, list[str]]:
-    """Write the weights at `source` (any form `load_weights` reads) to `out`, in the form `output_form` gives.
+def convert(source, out, overwrite: bool = False, to_torch: bool = False,
+            from_torch: bool = False) -> tuple[Path, list[str]]:
+    """Write the weights at `source` (any form `load_weights` reads; a torch file when `from_torch`) to `out`,
+    in the form `output_form(out, to_torch)` gives.
 
     Returns (`out`, notes on how the weights were chosen or rounded). Before the weights are read, in this
     order: torch is checked where either side is a torch file (a missing torch is the first thing to fix),
@@ -126,13 +130,18 @@ def convert(source, out, overwrite: bool = False, torch: bool = False) -> tuple[
     """
     from vdsr_jax.torch_weights import require_torch
 
-    form_out = output_form(out, torch)
+    form_out = output_form(out, to_torch)
     if form_out == TORCH:
         require_torch()
     out = Path(out).expanduser()
     check_writable(out, folder=form_out == FOLDER)
-    if identify(source) == TORCH:
+    form_in = identify(source)
+    if form_in == TORCH:
         require_torch()
+    elif from_torch:
+        raise ConversionError(f"{source} is a {form_in}{'' if form_in == FOLDER else ' file'}, not a torch file: "
+                              "--from-torch takes torch files "
+                              "(give other forms as INPUT; --to-torch DIR writes a torch file)")
     refuse_existing(out, overwrite)
     notes = []
     model, params = load_weights(source, notes=notes)
