@@ -301,6 +301,10 @@ LAYOUTS = {
     "PyTorch Lightning": (lambda path, state, other: torch.save(lightning(state), path), None),
     "Lightning net. in DataParallel": (lambda path, state, other: torch.save(lightning(state, "net.module."), path),
                                        None),
+    "Lightning model.* beside loss.*": (lambda path, state, other: torch.save(
+        {**lightning(state), "state_dict": {**lightning(state)["state_dict"],
+                                            "loss.vgg.0.weight": torch.ones(8, 3, 3, 3)}}, path),
+        "converted the VDSR under model.*, leaving out loss.*"),
     "TorchScript": (lambda path, state, other: torchscript(path, state), None),
     "safetensors from torch": (lambda path, state, other: safetensors_torch().save_file(dict(state), path), None),
 }
@@ -353,6 +357,10 @@ OTHER_LAYOUTS = {
                                        "conv1.weight"),
     "a TorchScript archive of __torch__.torch.nn.modules.container.Sequential": (scripted_other, "0.weight"),
     "a BasicSR file (params)": (lambda path: torch.save({"params": [1, 2]}, path), "its params entry is a list"),
+    "a PyTorch Lightning checkpoint): holds several VDSRs": (lambda path: torch.save(
+        {**lightning(torch_state()), "state_dict": {**lightning(torch_state())["state_dict"],
+                                                    **lightning(torch_state(), "model_ema.")["state_dict"]}}, path),
+        "model.*, model_ema.*"),
     "a dict without a state_dict, model, params or params_ema entry": (
         lambda path: torch.save({"weights": resnet_state(), "step": 3}, path), "keys: weights, step"),
 }
@@ -364,7 +372,7 @@ def test_layouts_holding_something_else_name_the_layout_and_the_missing_layers(l
     write(tmp_path / "other.pth")
     code, line = run_main(capsys, tmp_path / "other.pth", "--out", tmp_path / "ckpt")
     assert str(tmp_path / "other.pth") in line and layout in line and found in line, line
-    if "entry" not in layout and "list" not in found:
+    if "entry" not in layout and "list" not in found and "several" not in layout:
         assert "not a VDSR: layers input.weight, residual_layer.<i>.conv.weight, output.weight missing" in line
     assert not (tmp_path / "ckpt").exists()
 

@@ -288,12 +288,34 @@ def _strip_prefix(state: dict) -> dict:
     return state
 
 
+def _only_vdsr(state: dict) -> tuple[dict, list[str]]:
+    """`state`, or where it holds a VDSR beside other modules (a Lightning module's `model.*` beside its
+    `loss.*`), that VDSR's entries and a note naming what was left out. ConversionError for several VDSRs."""
+    if any(name.split(".", 1)[0] in ("input", "residual_layer", "output") for name in state):
+        return state, []
+    groups = {}
+    for name, value in state.items():
+        head, _, rest = name.partition(".")
+        groups.setdefault(head, {})[rest] = value
+    vdsrs = {head: inner for head, group in groups.items() if "input.weight" in (inner := _strip_prefix(group))}
+    if len(vdsrs) > 1:
+        raise ConversionError(f"holds several VDSRs ({', '.join(head + '.*' for head in vdsrs)}); "
+                              "save the one to convert as a state_dict of its own")
+    if not vdsrs:
+        return state, []
+    (head, inner), = vdsrs.items()
+    others = [f"{other}.*" for other in groups if other != head]
+    return inner, [f"converted the VDSR under {head}.*, leaving out {_listed(others)}"]
+
+
 def torch_to_flax(state: dict) -> tuple[dict, VDSR, list[str]]:
     """Flax params, the matching model, and notes, from a pytorch-vdsr state_dict (name -> torch tensor or
-    numpy array; OIHW -> HWIO). Names may carry one common prefix (`_strip_prefix`). Any floating-point dtype
-    becomes float32; `notes` holds one line where float64 weights round. ConversionError naming the layers
-    that are missing, unexpected, of the wrong shape, not floating point or not finite."""
-    found, state = list(state), _strip_prefix(state)
+    numpy array; OIHW -> HWIO). Names may carry one common prefix (`_strip_prefix`), and the VDSR may sit
+    beside other modules under its own prefix (`_only_vdsr`, said in a note). Any floating-point dtype
+    becomes float32; a note says where float64 weights round. ConversionError naming the layers that are
+    missing, unexpected, of the wrong shape, not floating point or not finite."""
+    found = list(state)
+    state, notes = _only_vdsr(_strip_prefix(state))
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"residual_layer\.(\d+)\.", k))}
     if blocks and blocks != set(range(max(blocks) + 1)):
         raise ConversionError(f"layer residual_layer.{min(set(range(max(blocks))) - blocks)}.conv is missing")
@@ -329,7 +351,6 @@ def torch_to_flax(state: dict) -> tuple[dict, VDSR, list[str]]:
         validate_params(params, model)
     except CheckpointError as e:
         raise ConversionError(_rename_layer(str(e), names)) from None
-    notes = []
     if changes:
         worst = max(changes, key=changes.get)
         notes.append(f"float64 weights rounded to float32 in {len(changes)} of {len(arrays)} tensors (largest "
