@@ -36,9 +36,9 @@ def require(path: Path) -> Path:
 def pretrained_checkpoint(tmp_path_factory) -> Path:
     """The published pytorch-vdsr weights converted once per session to a vdsr_jax checkpoint."""
     needs_torch()
-    from vdsr_jax.torch_weights import from_torch
+    from vdsr_jax.weight_forms import convert
 
-    return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]
+    return convert(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]
 
 
 def run_cli(module: str, *args, timeout: int = 300):

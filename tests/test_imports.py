@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 OPTIONAL = ("tensorflow_datasets", "array_record", "av", "tensorboardX", "tensorflow", "torch", "onnx", "onnxruntime")
 CORE = ("vdsr_jax.model", "vdsr_jax.train_step", "vdsr_jax.data.patches", "vdsr_jax.data.pool", "vdsr_jax.data",
-        "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.metric_writer",
+        "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.weight_forms",
+        "vdsr_jax.metric_writer",
         "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale", "vdsr_jax.media",
         "vdsr_jax.media.video", "vdsr_jax.media.animation", "vdsr_jax.export", "vdsr_jax.onnx_graphs",
         "vdsr_jax.stablehlo")

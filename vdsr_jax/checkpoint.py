@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict
@@ -53,34 +54,53 @@ def validate_params(params: dict, model: VDSR) -> None:
         raise CheckpointError(f"unexpected layer {extra[0]} for a VDSR of {model_spec(model)}")
 
 
-TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".tar", ".bin")
+def is_float_dtype(dtype) -> bool:
+    """numpy's floating types and ml_dtypes' (bfloat16, float8_*), which numpy stores as kind 'V'."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "V":
+        try:
+            ml_dtypes.finfo(dtype)
+        except ValueError:
+            return False
+        return True
+    return dtype.kind == "f"
+
+
+def float32_weights(name: str, array) -> tuple[np.ndarray, float | None]:
+    """float32 values of the floating-point weights `array` (any numpy or ml_dtypes float type), and the
+    largest change relative to its largest magnitude where that rounding is not exact (None where it is:
+    float16, bfloat16, float8 and float32 always are). CheckpointError naming layer `name` for other dtypes
+    and non-finite values."""
+    array = np.asarray(array)
+    if not is_float_dtype(array.dtype):
+        raise CheckpointError(f"layer {name} holds {array.dtype} values; VDSR weights are floating point")
+    single = array.astype(np.float32)
+    if array.dtype.itemsize <= 4:
+        if not np.all(np.isfinite(single)):
+            raise CheckpointError(f"layer {name} holds non-finite values")
+        return single, None
+    if not np.all(np.isfinite(array)):
+        raise CheckpointError(f"layer {name} holds non-finite values")
+    if not np.all(np.isfinite(single)):
+        raise CheckpointError(f"layer {name} holds values beyond float32's range")
+    if np.array_equal(single.astype(array.dtype), array):
+        return single, None
+    return single, float(np.max(np.abs(single - array)) / max(float(np.max(np.abs(array))), 1e-300))
 
 
 def resolve(directory) -> Path:
     """The checkpoint manager root of `directory`: itself, or a training workdir's `checkpoints/`.
 
-    CheckpointError saying what the path is instead: missing, or a file (a PyTorch file gets the command
-    that converts it)."""
+    CheckpointError for a missing path or a file (`vdsr_jax.weight_forms` reads files)."""
     path = Path(directory).expanduser()
     if path.is_file():
-        if path.suffix.lower() in TORCH_SUFFIXES or _looks_like_torch(path):
-            raise CheckpointError(
-                f"{path} is a PyTorch file, not a vdsr_jax checkpoint folder; convert it first: "
-                f"vdsr-convert --from-torch {path} --out {path.with_suffix('')}_jax")
-        raise CheckpointError(f"{path} is a file; a checkpoint is a folder (written by vdsr-convert or vdsr-train) "
-                              "or a .npz weights file (vdsr_jax.pretrained)")
+        raise CheckpointError(f"{path} is a file, not a checkpoint folder (vdsr_jax.weight_forms.load_weights "
+                              "reads weights files)")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist")
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
     return path
-
-
-def _looks_like_torch(path: Path) -> bool:
-    """torch.save's zip archive (…/data.pkl inside) or a legacy pickle (protocol 2 opcode first)."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: bool = False) -> Path:

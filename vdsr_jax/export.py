@@ -23,11 +23,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from vdsr_jax.cli import ArgumentParser, report_errors
+from vdsr_jax.cli import ArgumentParser, load_checkpoint, report_errors
 from vdsr_jax.errors import UserError
 from vdsr_jax.media import atomic_output, check_writable, refuse_existing
 from vdsr_jax.onnx_graphs import pipeline_model, require_onnx, y_model
-from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE
 from vdsr_jax.stablehlo import export_stablehlo
 
@@ -95,7 +94,7 @@ def main(argv=None) -> int:
     refuse_existing(args.output, args.overwrite)
     if args.format != "stablehlo":
         require_onnx()  # before the weights are loaded
-    model, params = load_any(args.checkpoint)
+    model, params = load_checkpoint(args.checkpoint)
     data = exported_bytes(args, model, params)
     with atomic_output(args.output) as tmp:
         tmp.write_bytes(data)

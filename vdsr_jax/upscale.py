@@ -1,6 +1,6 @@
 """Upscale image files with VDSR.
 
-    vdsr-upscale INPUT... --scale S -o OUT [--checkpoint DIR|FILE.npz] [--compare] [--tile N] [--overwrite]
+    vdsr-upscale INPUT... --scale S -o OUT [--checkpoint WEIGHTS] [--compare] [--tile N] [--overwrite]
                  [--crf Q] [--lossless] [--batch B]
     (or: python -m vdsr_jax.upscale …)
 
@@ -33,8 +33,9 @@ tiles, so memory follows the tile size. Existing outputs are refused unless --ov
 under a temporary name and renamed when complete. A file that fails is reported at the end, the others are
 still written, and the exit status is then 1.
 
-Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
-ships none says so in one line.
+--checkpoint takes weights of any form (`vdsr_jax.weight_forms`: a checkpoint folder or training workdir, a
+.npz or .safetensors file, a torch file). Without it the weights bundled with the package are used
+(`vdsr_jax.pretrained`); a version that ships none says so in one line.
 """
 import argparse
 import difflib
@@ -43,14 +44,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vdsr_jax.cli import ArgumentParser, report_errors
+from vdsr_jax.cli import CHECKPOINT_HELP, ArgumentParser, load_checkpoint, report_errors
 from vdsr_jax.errors import ImageError, UserError, known_names
 from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
 from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageMetadata,
                             check_encodable, check_writable, is_frame_file, list_images, metadata_note,
                             read_image_and_metadata, refuse_existing, transcode, write_image)
 from vdsr_jax.panels import side_by_side
-from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + FRAME_SUFFIXES
@@ -153,9 +153,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vdsr-upscale", description=__doc__)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image, animation or video files, or folders of them")
-    parser.add_argument("--checkpoint",
-                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
-                             "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--scale", required=True, type=parse_scale, help=f"upscaling factor, 1 to {MAX_SCALE}")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="output folder, or output file when there is one input file")
@@ -178,7 +176,7 @@ def main(argv=None) -> int:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     files = list_images(args.inputs, suffixes=INPUT_SUFFIXES)
     pairs = output_paths(args.inputs, files, args.output, args.scale, args.compare, args.overwrite)
-    model, params = load_any(args.checkpoint)
+    model, params = load_checkpoint(args.checkpoint)
     try:
         net = TiledVDSR(model, params, tile=args.tile)
     except ValueError as e:
