@@ -1,6 +1,6 @@
 """Checkpoints (vdsr_jax.checkpoint): model save/load bit for bit, what is refused, training state round
-trips and the fallback past an unreadable step. Keeping the last k and the best is in test_train; the
-fallback after a real training run is in test_train too (slow)."""
+trips and the refusal of an unreadable step. Keeping the last k and the best is in test_train; a damaged
+checkpoint in a real run's workdir is in test_workdir (slow)."""
 from pathlib import Path
 
 import jax
@@ -112,32 +112,31 @@ def two_updates(state):
     return state
 
 
-def test_training_state_round_trips_bit_for_bit_and_a_damaged_step_falls_back_to_the_previous(tmp_path):
+def test_training_state_round_trips_bit_for_bit_and_a_damaged_step_is_refused(tmp_path):
     first, second = Training(0), Training(1)
     manager = checkpoint.training_manager(tmp_path, keep_last=3)
     checkpoint.save_training(manager, first.state.replace(step=1), MODEL, first.key)
     checkpoint.save_training(manager, second.state.replace(step=2), MODEL, second.key)
     fresh = Training(5)  # the structure to restore into, other values everywhere
-    warnings = []
-    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=warnings.append)
-    assert int(state.step) == 2 and not warnings
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key)
+    assert int(state.step) == 2
     assert_trees_equal(state.params, second.state.params)
     for a, b in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(second.state.opt_state)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(second.key))
 
     damage(tmp_path / "2")
-    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=warnings.append)
+    kept = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    # step 1 is not taken instead: the run would reach step 2 again, which orbax cannot write over
+    with pytest.raises(CheckpointError, match="checkpoint step 2 in .* cannot be read"):
+        checkpoint.restore_training(manager, fresh.state, fresh.key)
     manager.close()
-    assert int(state.step) == 1
-    assert_trees_equal(state.params, first.state.params)
-    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(first.key))
-    assert len(warnings) == 1 and warnings[0].startswith("warning: checkpoint step 2 is unreadable")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == kept
 
 
 def test_nothing_to_restore_returns_the_inputs(tmp_path):
     fresh = Training(0)
     manager = checkpoint.training_manager(tmp_path, keep_last=1)
-    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=pytest.fail)
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key)
     manager.close()
     assert state is fresh.state and key is fresh.key

@@ -51,7 +51,7 @@ def export_pretrained(params: dict, model, path, provenance: dict | None = None)
     text = json.dumps(meta, allow_nan=False, sort_keys=True)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+    with atomic_output(path, overwrite=True) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
         np.savez_compressed(f, **arrays, **{META_KEY: np.array(text)})
     return path
 

@@ -240,6 +240,6 @@ def to_torch(checkpoint_dir, out_path, overwrite: bool = False) -> Path:
     refuse_existing(out_path, overwrite)
     _, params = load_model(checkpoint_dir)
     state = collections.OrderedDict((k, torch.tensor(v)) for k, v in flax_to_torch(params).items())  # copies
-    with atomic_output(out_path) as tmp:
+    with atomic_output(out_path, overwrite) as tmp:
         torch.save(state, tmp)
     return out_path
