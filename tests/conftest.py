@@ -143,3 +143,11 @@ def final_params(workdir):
     from vdsr_jax.checkpoint import load_model
 
     return jax.tree.map(np.asarray, load_model(workdir)[1])
+
+
+def damage(step_folder) -> None:
+    """Overwrite every non-empty file of a checkpoint step's parameters, as a disk error or truncation would."""
+    files = [f for f in (Path(step_folder) / "params").rglob("*") if f.is_file() and f.stat().st_size]
+    assert files
+    for f in files:
+        f.write_bytes(b"\0" * 7)

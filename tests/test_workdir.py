@@ -1,21 +1,18 @@
-"""Training workdirs (vdsr_jax.workdir and its use in training): a config of another model or recipe is
-refused before any work and the workdir stays byte for byte as it was; one run owns a workdir at a time, a
-killed owner leaves no lock, and in a multi-process run process 0 holds it for all."""
+"""Training workdirs (vdsr_jax.workdir and its use in training): a config of another model or recipe, or a
+damaged newest checkpoint, is refused in one line, and the workdir stays byte for byte as it was; a longer
+run resumes; in a multi-process run process 0 alone holds the workdir (the lock itself: test_ownership)."""
 import json
-import os
 import shutil
-import signal
-import socket
-import sys
 from pathlib import Path
 
 import jax
 import pytest
-from conftest import ROOT, assert_one_error_line, saved_steps, spawn, train_cli
+from conftest import assert_one_error_line, damage, saved_steps, train_cli
 
 from vdsr_jax import checkpoint, training, workdir
 from vdsr_jax.configs import demo
 from vdsr_jax.errors import CheckpointError, ConfigError, OutputInUse
+from vdsr_jax.ownership import LOCK_FILE
 from vdsr_jax.model import model_from_config
 from vdsr_jax.optim import make_optimizer
 from vdsr_jax.train_step import create_train_state
@@ -59,7 +56,7 @@ def copied(run_workdir, tmp_path) -> Path:
 def files(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` but the lock (which a refused run takes too), with its bytes."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != workdir.LOCK_FILE}
+            if p.is_file() and p.name != LOCK_FILE}
 
 
 @pytest.fixture
@@ -125,48 +122,8 @@ def test_only_process_0_holds_the_workdir_and_the_others_follow_its_answer(tmp_p
         pytest.fail("process 1 went on")
     answer = 0
     with training._owned(tmp_path):
-        assert not (tmp_path / workdir.LOCK_FILE).exists()  # process 1 takes no lock
+        assert not (tmp_path / LOCK_FILE).exists()  # process 1 takes no lock
     assert asked == [[False], [False]]
-
-
-HOLDER = ("import sys, time\nfrom vdsr_jax.workdir import hold\nwith hold(sys.argv[1]):\n"
-          "    print('held', flush=True)\n    time.sleep(600)\n")
-
-
-def held_by_another_process(folder: Path):
-    """A process that owns `folder` (`workdir.hold`) until it is killed."""
-    holder = spawn([sys.executable, "-c", HOLDER, str(folder)], cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                                               os.environ.get("PYTHONPATH")]))})
-    assert holder.stdout.readline() == "held\n", holder.stderr.read()
-    return holder
-
-
-@pytest.mark.slow
-def test_a_second_run_is_refused_in_one_line_naming_the_holder_and_a_killed_holder_leaves_no_lock(
-        copied, no_work, monkeypatch):
-    before = files(copied)
-    holder = held_by_another_process(copied)
-    holding = f"pid {holder.pid} on {socket.gethostname()}"
-    with pytest.raises(OutputInUse, match=f"in use by another run \\({holding}\\)"):
-        train_and_evaluate(tiny_config(), copied)
-    code, stdout, stderr = train_cli(copied)  # the command as a user runs it, beside the holder
-    assert_one_error_line(code, stderr.strip().splitlines(), "error: workdir", holding, "another --workdir")
-    assert files(copied) == before
-
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    monkeypatch.setattr(training, "_train", lambda config, folder, started: "trained")
-    assert train_and_evaluate(tiny_config(), copied) == "trained"
-    assert (copied / workdir.LOCK_FILE).read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
-    assert train_and_evaluate(tiny_config(), copied) == "trained"  # released at the end of the run
-
-
-def damage(step_folder: Path) -> None:
-    """Every parameter file of a checkpoint step cut to 7 zero bytes."""
-    for f in (step_folder / checkpoint.PARAMS).rglob("*"):
-        if f.is_file() and f.stat().st_size > 0:
-            f.write_bytes(b"\0" * 7)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from flax.traverse_util import flatten_dict
 from vdsr_jax.errors import CheckpointError, OutputExists
 from vdsr_jax.media import refuse_existing
 from vdsr_jax.model import VDSR, create_model, model_spec
+from vdsr_jax.ownership import hold
 
 PARAMS = "params"
 MODEL = "model"
@@ -90,15 +91,13 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
 
     The folder is written beside its final name and renamed when complete. OutputExists if `directory`
     exists and is not empty (a checkpoint or anything else) and not `overwrite`, also where another process
-    made it meanwhile (the rename fails on a folder that is not empty); with `overwrite` an old checkpoint
-    folder (only step folders inside: what this function writes) is replaced once the new one is complete,
-    and any other folder (a training workdir, …) is refused. CheckpointError if `params` do not fit `model`.
+    made it meanwhile (the rename fails on a folder that is not empty); with `overwrite` the old folder is
+    replaced once the new one is complete, holding it (`vdsr_jax.ownership`: OutputInUse where a training
+    run is writing it). CheckpointError if `params` do not fit `model`.
     """
     validate_params(params, model)
     path = Path(directory).expanduser().absolute()
     refuse_existing(path, overwrite)
-    if overwrite:
-        _refuse_other_than_checkpoint(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
@@ -112,24 +111,16 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
                 force=True,
             )
         if overwrite and path.exists():
-            retired = path.with_name(f"{staging.name[:-len('.partial')]}.old")
-            path.rename(retired)
-            staging.rename(path)
-            shutil.rmtree(retired)
+            with hold(path):  # a training run's workdir is replaced only when no run is writing it
+                retired = path.with_name(f"{staging.name[:-len('.partial')]}.old")
+                path.rename(retired)
+                staging.rename(path)
+                shutil.rmtree(retired)
         else:
             _rename_to_new(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
-
-
-def _refuse_other_than_checkpoint(path: Path) -> None:
-    """OutputExists unless `path` is missing or holds step folders only, the one thing --overwrite replaces."""
-    if path.is_dir():
-        other = next((p.name for p in sorted(path.iterdir()) if not (p.is_dir() and p.name.isdigit())), None)
-        if other is not None:
-            raise OutputExists(f"{path} is not a checkpoint folder (it holds {other}); --overwrite replaces only a "
-                               "folder written by vdsr-convert; choose another --out")
 
 
 def _rename_to_new(staging: Path, path: Path) -> None:

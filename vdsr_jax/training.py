@@ -30,7 +30,8 @@ from vdsr_jax.panels import side_by_side
 from vdsr_jax.protocol import evaluate_sets
 from vdsr_jax.resize import MAX_SCALE, bicubic_degradation
 from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
-from vdsr_jax.workdir import CHECKPOINTS, CONFIG_FILE, check_same_run, hold
+from vdsr_jax.ownership import hold
+from vdsr_jax.workdir import CHECKPOINTS, CONFIG_FILE, check_same_run
 
 
 def validate_config(config, device_count: int) -> None:
@@ -225,7 +226,8 @@ def due(step: int, every: int, last: int) -> bool:
 def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     """Train per `config`, writing checkpoints, logs, plot and comparison images in `workdir`.
 
-    The run owns `workdir` while it trains (`vdsr_jax.workdir`), and resumes from its newest checkpoint.
+    The run owns `workdir` while it trains (`vdsr_jax.ownership`), and resumes from its newest checkpoint
+    where that is of the same model and recipe (`vdsr_jax.workdir`).
     With `config.time_budget_minutes` > 0 the run, its final evaluation, comparison images and checkpoint
     end within that many minutes from `started` (time.time(); default: this call), the steps and the lr
     schedule planned to fit (`vdsr_jax.budget`; the plan kept in `workdir/plan.json` for a resume); reaching
@@ -249,7 +251,7 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
 
 @contextlib.contextmanager
 def _owned(workdir: Path):
-    """`with _owned(workdir):` process 0 holds `workdir` (`vdsr_jax.workdir.hold`) for all the run's
+    """`with _owned(workdir):` process 0 holds `workdir` (`vdsr_jax.ownership.hold`) for all the run's
     processes; every process raises OutputInUse where it could not."""
     with contextlib.ExitStack() as stack:
         refusal = None

@@ -1,9 +1,5 @@
-"""A training workdir belongs to one run: one process writes it at a time, and only the same run resumes it.
-
-Ownership: `hold(workdir)` takes an exclusive lock on `workdir/run.lock` (the `filelock` package:
-`fcntl.flock`, which the kernel releases when the process ends, however it ends, so a crash or a kill -9
-leaves no stale lock) and writes the holder's pid and host into that file; a second run is refused with
-OutputInUse naming them. A multi-process run's process 0 holds it for all (`vdsr_jax.training`).
+"""A training workdir belongs to one run: one process writes it at a time (`vdsr_jax.ownership`; a
+multi-process run's process 0 holds it for all, `vdsr_jax.training`), and only the same run resumes it.
 
 The same run: a workdir with checkpoints is resumed only by a config of the same model and recipe
 (`check_same_run`). The fields in RESUMABLE may change on resume: how long the run is, what and how often
@@ -12,18 +8,12 @@ compute (the model, the training data and its sampling, the loss, the optimiser 
 it is compared with the workdir's `config.json` (the config its last run resolved) and the model description
 in its newest checkpoint. A new field is thus part of the recipe until it is listed here.
 """
-import contextlib
 import json
-import os
-import socket
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from vdsr_jax.checkpoint import saved_model_spec
-from vdsr_jax.errors import ConfigError, OutputInUse
+from vdsr_jax.errors import ConfigError
 
-LOCK_FILE = "run.lock"
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
 RESUMABLE = ("num_epochs", "num_steps", "time_budget_minutes", "eval_sets", "eval_scales", "eval_every_steps",
@@ -31,32 +21,6 @@ RESUMABLE = ("num_epochs", "num_steps", "time_budget_minutes", "eval_sets", "eva
              "train_manual_dir", "data.workers", "data.host_budget_mib")
 EXACT_MODE_RESUMABLE = ("data.device_budget_mib",)  # a limit in the exact mode; the pool's size in the pool mode
 LISTED = 4  # differing fields named in the message; the rest are counted
-
-
-@contextlib.contextmanager
-def hold(workdir):
-    """`with hold(workdir):` this process owns the existing folder `workdir` (module docstring); OutputInUse
-    naming the holder where another process owns it."""
-    path = Path(workdir) / LOCK_FILE
-    holder = _read_holder(path)  # before trying: the file is the holder's to write
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise OutputInUse(f"workdir {workdir} is in use by another run ({holder or 'a process'}); wait for it "
-                          "to end, or use another --workdir") from None
-    try:
-        path.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        yield
-    finally:
-        lock.release()
-
-
-def _read_holder(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
 
 
 def check_same_run(config, workdir) -> None:

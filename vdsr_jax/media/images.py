@@ -300,6 +300,8 @@ def _publish_new(tmp: Path, path: Path) -> None:
         if not path.exists():  # a file system without hard links (FAT, some network shares): checked, renamed
             os.rename(tmp, path)
             return
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
     raise OutputExists(f"{path} already exists (written meanwhile by another process); pass --overwrite to "
                        "replace it")
 
