@@ -225,11 +225,12 @@ def restore_training(manager: ocp.CheckpointManager, state, data_key):
             TRAIN: ocp.args.StandardRestore(abstract[TRAIN]),
         }))
     except Exception as e:  # orbax raises many types for unreadable data; one message for all
-        folder = Path(manager.directory) / str(step)
+        earlier = [s for s in manager.all_steps() if s < step]
+        resume = (f"move {Path(manager.directory) / str(step)} elsewhere to resume from step {max(earlier)}, or "
+                  if earlier else "")
         raise CheckpointError(
             f"checkpoint step {step} in {manager.directory} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
-            f"nothing was changed: move {folder} elsewhere to resume from the step before it, or start a new "
-            "run with another --workdir") from None
+            f"nothing was changed: {resume}start a new run with another --workdir") from None
     train = restored[TRAIN]
     state = state.replace(step=train["step"], params=restored[PARAMS], opt_state=train["opt_state"])
     return state, jax.random.wrap_key_data(train["data_key"])
