@@ -57,7 +57,7 @@ class OutputExists(UserError):
 
 
 class OutputInUse(UserError):
-    """An output another process is writing now: a training workdir held by its run (`vdsr_jax.workdir`)."""
+    """An output folder another process is writing now: a training workdir held by its run (`vdsr_jax.ownership`)."""
 
 
 class MissingDependency(UserError):

@@ -1,9 +1,10 @@
 """Training VDSR data-parallel over all devices: `train_and_evaluate(config, workdir)` is the whole job.
 
-A run owns its workdir, and runs of the same model and recipe resume from the newest checkpoint in
-`workdir/checkpoints` (`vdsr_jax.workdir`) and continue bit for bit as if never stopped: the data of step t depends only on the checkpointed PRNG key and t. The host does not wait
-for each step: losses stay on the device and are read (and checked for being finite) at log, eval and
-checkpoint steps only. The command line is `vdsr-train` / `python -m vdsr_jax.train`.
+A run owns its workdir (`vdsr_jax.ownership`). A run of the same model and recipe (`vdsr_jax.workdir`)
+resumes from the newest checkpoint in `workdir/checkpoints` and continues bit for bit as if never stopped:
+the data of step t depends only on the checkpointed PRNG key and t. The host does not wait for each step:
+losses stay on the device and are read (and checked for being finite) at log, eval and checkpoint steps
+only. The command line is `vdsr-train` / `python -m vdsr_jax.train`.
 """
 import contextlib
 import math
