@@ -153,3 +153,11 @@ def png_chunks(data: bytes) -> list[bytes]:
         chunks.append(data[pos:end])
         pos = end
     return chunks
+
+
+def damage(step_folder) -> None:
+    """Overwrite every non-empty file of a checkpoint step's parameters, as a disk error or truncation would."""
+    files = [f for f in (Path(step_folder) / "params").rglob("*") if f.is_file() and f.stat().st_size]
+    assert files
+    for f in files:
+        f.write_bytes(b"\0" * 7)

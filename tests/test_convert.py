@@ -393,3 +393,34 @@ def test_torchscript_archive_is_read_without_running_its_code(tmp_path):
     assert not marker.exists() and not (tmp_path / "ckpt").exists()
     pickle.loads(payload)  # the payload is live
     assert marker.exists()
+
+
+@pytest.mark.parametrize("direction", ["--from-torch", "--to-torch"])
+def test_an_output_written_meanwhile_by_another_process_is_kept_and_refused_in_one_line(
+        direction, tmp_path, capsys, monkeypatch):
+    """Both conversions found the output free; the other process's output appears while this one converts."""
+    model, ones = VDSR(depth=2, features=1), np.ones((3, 3, 1, 1), np.float32)
+    save_model(tmp_path / "ckpt", {f"conv_{i}": {"kernel": ones} for i in range(2)}, model)
+    if direction == "--from-torch":
+        source, out = tmp_path / "w.pth", tmp_path / "out"
+        convert.main(["--to-torch", str(tmp_path / "ckpt"), "--out", str(source)])
+    else:
+        source, out = tmp_path / "ckpt", tmp_path / "out.pth"
+    real = weight_forms.load_weights
+
+    def the_other_finishes_first(*args, **kwargs):
+        if direction == "--from-torch":
+            save_model(out, {f"conv_{i}": {"kernel": 2 * ones} for i in range(2)}, model)
+        else:
+            out.write_bytes(b"another process's weights")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(weight_forms, "load_weights", the_other_finishes_first)
+    capsys.readouterr()
+    code, line = run_main(capsys, direction, source, "--out", out)
+    assert "already exists" in line and str(out) in line
+    if direction == "--from-torch":
+        np.testing.assert_array_equal(load_model(out)[1]["conv_0"]["kernel"], 2 * ones)
+    else:
+        assert out.read_bytes() == b"another process's weights"
+    assert not list(tmp_path.glob(".*"))  # no temporary file or staging folder left

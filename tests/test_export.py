@@ -220,6 +220,21 @@ def test_existing_output_is_kept(tmp_path, capsys, weights):
     assert onnx.load(target).graph.name == "vdsr_y"
 
 
+def test_an_output_written_meanwhile_by_another_process_is_kept(tmp_path, capsys, weights, monkeypatch):
+    """The name was free when the command checked it; another process writes it before this one finishes."""
+    target = tmp_path / "y.stablehlo"
+    real = export.exported_bytes
+
+    def the_other_finishes_first(*args):
+        target.write_bytes(b"another process's model")
+        return real(*args)
+
+    monkeypatch.setattr(export, "exported_bytes", the_other_finishes_first)
+    status, lines = error_lines(capsys, ["--checkpoint", str(weights[0]), "--format", "stablehlo", "-o", str(target)])
+    assert_one_error_line(status, lines, str(target), "already exists")
+    assert target.read_bytes() == b"another process's model" and sorted(tmp_path.iterdir()) == [target]
+
+
 def test_unwritable_output_is_refused_before_the_weights_are_read(tmp_path, capsys):
     """The missing folder is reported, not the missing checkpoint: the output is checked first."""
     status, lines = error_lines(capsys, ["--checkpoint", str(tmp_path / "none.npz"), "--format", "onnx",

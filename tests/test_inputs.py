@@ -473,7 +473,7 @@ def test_evaluate_checks_the_json_location_first_and_keeps_the_table_when_writin
     monkeypatch.undo()
 
     @contextlib.contextmanager
-    def failing_output(path):
+    def failing_output(path, overwrite):
         raise UserError(f"cannot write {path}: disk full")
         yield
 

@@ -1,10 +1,11 @@
 """Image files (vdsr_jax.media.images): round trips checked against Pillow's own decoding and the PNG
-specification's header, the listing rule, refusals, atomic writes; every TIFF photometric interpretation
-against Pillow (libtiff's conventions), the TIFF specification or scikit-image; ICC profile and EXIF per
-output format, read back by Pillow, tifffile and the formats' own chunk and segment structure. EXIF
-orientation, a 16-bit PNG with a Sub filter and metadata through the command are in test_upscale; palette
-and colour-key transparency, and hidden files through the commands, in test_inputs; multi-page TIFFs and
-animations in test_video."""
+specification's header, the listing rule, refusals, atomic writes (never replacing what another process
+wrote meanwhile); every TIFF photometric interpretation against Pillow (libtiff's conventions), the TIFF
+specification or scikit-image; ICC profile and EXIF per output format, read back by Pillow, tifffile and the
+formats' own chunk and segment structure. EXIF orientation, a 16-bit PNG with a Sub filter and metadata
+through the command are in test_upscale; palette and colour-key transparency, and hidden files through the
+commands, in test_inputs; multi-page TIFFs and animations in test_video."""
+import errno
 import functools
 import io
 import itertools
@@ -17,7 +18,7 @@ from conftest import png_chunks
 from PIL import Image
 
 from vdsr_jax.media import images as image_files
-from vdsr_jax.errors import ImageError
+from vdsr_jax.errors import ImageError, OutputExists
 
 # PNG colour type of C channels (PNG specification, 11.2.2 IHDR): grey, grey + alpha, truecolour, + alpha
 PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}
@@ -146,9 +147,43 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed")
     assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
-    image_files.write_image(target, pixels(3, np.uint8))
+    image_files.write_image(target, pixels(3, np.uint8), overwrite=True)
     np.testing.assert_array_equal(image_files.read_image(target), pixels(3, np.uint8))
     assert sorted(tmp_path.iterdir()) == [target]
+
+
+def test_two_writers_of_one_new_file_never_replace_each_other(tmp_path):
+    """Two writers (as two processes that both found the name free) get temporary files of their own; the
+    first to finish publishes, the second is refused and its data removed, the first's file untouched."""
+    target = tmp_path / "x.png"
+    with pytest.raises(OutputExists, match="x.png already exists .*--overwrite"):
+        with image_files.atomic_output(target) as second_tmp:
+            second_tmp.write_bytes(b"second")
+            with image_files.atomic_output(target) as first_tmp:
+                assert first_tmp != second_tmp and first_tmp.parent == tmp_path
+                first_tmp.write_bytes(b"first")
+            assert target.read_bytes() == b"first"
+    assert target.read_bytes() == b"first" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_overwrite_replaces_and_a_file_system_without_hard_links_still_refuses(tmp_path, monkeypatch):
+    target = tmp_path / "x.png"
+    target.write_bytes(b"old")
+    with image_files.atomic_output(target, overwrite=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+
+    def no_hard_links(source, destination):  # as on FAT or an SMB share
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(image_files.os, "link", no_hard_links)
+    with pytest.raises(OutputExists):
+        with image_files.atomic_output(target) as tmp:
+            tmp.write_bytes(b"newer")
+    assert target.read_bytes() == b"new"
+    with image_files.atomic_output(tmp_path / "y.png") as tmp:
+        tmp.write_bytes(b"y")
+    assert (tmp_path / "y.png").read_bytes() == b"y" and sorted(tmp_path.iterdir()) == [target, tmp_path / "y.png"]
 
 
 def test_a_tiff_only_tifffile_reads_keeps_its_orientation_and_damage_is_one_error(tmp_path):

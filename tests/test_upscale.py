@@ -319,3 +319,30 @@ def test_a_cmyk_tiff_is_upscaled_in_its_colours_not_as_transparent_rgba(tmp_path
     out = media.read_image(tmp_path / "out" / "x_x2.tif")
     assert out.shape == (40, 60, 3)
     assert np.abs(out - expected_upscale(shown, 2, params)).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["still", "pages"])
+def test_an_output_written_meanwhile_by_another_process_is_kept_and_refused_in_one_line(
+        tmp_path, tiny, kind, monkeypatch, capsys):
+    """Another process writes the output after this one checked the name and before it publishes (both
+    found it free): its file stays, and this command fails in one line (a still image and the frame path)."""
+    if kind == "still":
+        source, work = save(tmp_path / "in.png", picture(12, 10, 3)), "upscale_image"
+    else:
+        source, work = tmp_path / "in.tif", "upscale_frames"
+        with tifffile.TiffWriter(source) as tif:
+            for seed in range(2):
+                tif.write(picture(12, 10, 3, seed=seed), photometric="rgb")
+    target = tmp_path / f"out{source.suffix}"
+    real = getattr(upscale, work)
+
+    def finished_first_elsewhere(*args, **kwargs):
+        if not target.exists():
+            target.write_bytes(b"another process's output")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(upscale, work, finished_first_elsewhere)
+    status = upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target)])
+    assert_one_error_line(status, capsys.readouterr().err.strip().splitlines(), str(target), "already exists")
+    assert target.read_bytes() == b"another process's output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, target.name])

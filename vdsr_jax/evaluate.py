@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     print(markdown_table(rows))  # first: a JSON file that cannot be written loses nothing else
     if args.json is not None:
         document = {"checkpoint": str(args.checkpoint) if args.checkpoint else "bundled", "results": rows}
-        with atomic_output(args.json) as tmp:
+        with atomic_output(args.json, args.overwrite) as tmp:
             tmp.write_text(strict_json.dumps(document, indent=2) + "\n")
     return 0
 

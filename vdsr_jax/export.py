@@ -17,7 +17,8 @@ pip install "vdsr_jax[export]".
 
 Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
 ships none says so in one line. An existing output is refused unless --overwrite; the output is written
-under a temporary name and renamed when complete.
+under a temporary name and takes its name when complete, and never replaces a file another process wrote
+there meanwhile (unless --overwrite).
 """
 import argparse
 import sys
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
         require_onnx()  # before the weights are loaded
     model, params = load_checkpoint(args.checkpoint)
     data = exported_bytes(args, model, params)
-    with atomic_output(args.output) as tmp:
+    with atomic_output(args.output, args.overwrite) as tmp:
         tmp.write_bytes(data)
     print(f"wrote {args.output}")
     return 0

@@ -43,11 +43,12 @@ class NoBundledWeights(CheckpointError):
     """The package ships no pretrained weights (yet); pass a checkpoint instead."""
 
 
-def export_pretrained(params: dict, model, path, provenance: dict | None = None) -> Path:
+def export_pretrained(params: dict, model, path, provenance: dict | None = None, overwrite: bool = True) -> Path:
     """Write `params` (a Flax tree of `model`) as float32 arrays plus the JSON description to `path`: a
     `.safetensors` file for that suffix, else a `.npz`.
 
-    The file is written under a temporary name and renamed, so a failure never leaves a partial file.
+    The file is written under a temporary name and renamed, so a failure never leaves a partial file; with
+    `overwrite` False, OutputExists where `path` exists by then (see `media.images.atomic_output`).
     `provenance` must be JSON-serialisable.
     """
     validate_params(params, model)
@@ -61,10 +62,10 @@ def export_pretrained(params: dict, model, path, provenance: dict | None = None)
     if path.suffix.lower() == ".safetensors":
         from safetensors.numpy import save
 
-        with atomic_output(path) as tmp:
+        with atomic_output(path, overwrite) as tmp:
             tmp.write_bytes(save(arrays, metadata={SAFETENSORS_KEY: text}))
     else:
-        with atomic_output(path) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+        with atomic_output(path, overwrite) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
             np.savez_compressed(f, **arrays, **{META_KEY: np.array(text)})
     return path
 

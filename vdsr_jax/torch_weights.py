@@ -386,12 +386,13 @@ def flax_to_torch(params: dict) -> dict:
     return state
 
 
-def save_torch(params: dict, path) -> Path:
+def save_torch(params: dict, path, overwrite: bool = False) -> Path:
     """Write Flax `params` as a pytorch-vdsr state_dict file (float32) that `torch.load(weights_only=True)` and
-    `torch_reference.Net.load_state_dict` read, atomically; ConversionError without torch."""
+    `torch_reference.Net.load_state_dict` read, atomically; ConversionError without torch, OutputExists where
+    `path` exists unless `overwrite` (see `media.images.atomic_output`)."""
     torch = require_torch()
 
     state = collections.OrderedDict((k, torch.tensor(v)) for k, v in flax_to_torch(params).items())  # copies
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         torch.save(state, tmp)
     return Path(path)

@@ -114,21 +114,25 @@ def compare_path(output: Path) -> Path:
 
 
 def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | None = None,
-                       lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None) -> int:
+                       lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None,
+                       overwrite: bool = False) -> int:
     """Upscale every frame of a video or multi-frame image `source` into `target` as a stream
     (`vdsr_jax.media.transcode`, `inference.upscale_frames`: `batch` tile windows per device call); returns the
     number of frames. Timing, loop count and audio are kept; `crf`, `lossless` and the errors as `transcode`
-    has them. Nothing is left at `target` unless every frame was written."""
+    has them. Nothing is left at `target` unless every frame was written; `overwrite` replaces an existing
+    `target`, which is otherwise never replaced (OutputExists)."""
     return transcode(source, target, lambda height, width: BicubicWindows(height, width, scale).out_shape,
-                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress)
+                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress, overwrite)
 
 
 def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compare: bool, tiles_bar,
-                 frame_options=None) -> None:
+                 frame_options=None, overwrite: bool = False) -> None:
     """Read, upscale and write one image (and its comparison), or every frame of a video or multi-frame
-    image; ImageError naming the file on failure."""
+    image; ImageError naming the file on failure, OutputExists for an output that exists (written by another
+    process since the command checked) unless `overwrite`."""
     if is_frame_file(source):
-        upscale_frame_file(source, target, scale, net, progress=tiles_bar, **(frame_options or {}))
+        upscale_frame_file(source, target, scale, net, progress=tiles_bar, overwrite=overwrite,
+                           **(frame_options or {}))
         return
     pixels, metadata = read_image_and_metadata(source)
     height, width = BicubicWindows(*pixels.shape[:2], scale).out_shape
@@ -143,10 +147,10 @@ def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compa
         out, plain = upscale_image(pixels, scale, net, bicubic=compare, progress=tiles_bar)
     except ImageError as e:
         raise ImageError(f"{source}: {e}") from None
-    write_image(target, out, metadata=metadata)
+    write_image(target, out, overwrite, metadata=metadata)
     if compare:
         write_image(compare_path(target), side_by_side([plain, out], ["bicubic", f"VDSR {scale_label(scale)}"]),
-                    metadata=panel_metadata)
+                    overwrite, metadata=panel_metadata)
 
 
 def build_parser() -> ArgumentParser:
@@ -188,7 +192,7 @@ def main(argv=None) -> int:
             with tqdm(desc=source.name, unit=unit, leave=False, disable=None) as tiles_bar:
                 try:
                     upscale_file(source, target, args.scale, net, args.compare, tiles_bar,
-                                 dict(crf=args.crf, lossless=args.lossless, batch=args.batch))
+                                 dict(crf=args.crf, lossless=args.lossless, batch=args.batch), args.overwrite)
                 except UserError as e:
                     failures.append(str(e))
                 else:

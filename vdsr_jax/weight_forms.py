@@ -150,7 +150,8 @@ def convert(source, out, overwrite: bool = False, to_torch: bool = False,
     elif form_out == TORCH:
         from vdsr_jax.torch_weights import save_torch
 
-        save_torch(jax.device_get(params), out)
+        save_torch(jax.device_get(params), out, overwrite)
     else:
-        export_pretrained(params, model, out, provenance={"converted_from": Path(source).name})
+        export_pretrained(params, model, out, provenance={"converted_from": Path(source).name},
+                          overwrite=overwrite)
     return out, notes

@@ -7,15 +7,18 @@ YCbCr or Lab samples are converted: `tiff_page_pixels`). PNG goes through imagec
 bits, colour keys), TIFF through tifffile, the 8-bit formats (JPEG, BMP, WebP, GIF) through Pillow. A
 photo's ICC profile and EXIF are read beside the pixels (`read_image_and_metadata`, `ImageMetadata`) and
 written with them where the format holds them (`encode_image`). Every write
-goes to a temporary file in the target folder that is renamed into place when complete, so a failure or a
-kill never leaves a partial file under the real name.
+goes to a temporary file in the target folder that takes the real name when complete, so a failure or a
+kill never leaves a partial file under the real name, and (unless replacing is asked for) a file another
+process wrote there meanwhile is never replaced.
 """
 import contextlib
 import dataclasses
+import errno
 import functools
 import io
 import numbers
 import os
+import secrets
 import zlib
 from pathlib import Path
 
@@ -612,29 +615,56 @@ def pillow_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, PIL_MODES[pixels.shape[-1]])
 
 
-def write_image(path, pixels: np.ndarray, metadata: ImageMetadata = NO_METADATA) -> Path:
+def write_image(path, pixels: np.ndarray, overwrite: bool = False, metadata: ImageMetadata = NO_METADATA) -> Path:
     """Write H×W×C uint8/uint16 pixels (and `metadata`) in the format of the suffix of `path` (see
-    `encode_image`), atomically."""
+    `encode_image`), atomically; OutputExists where `path` exists, unless `overwrite` (see `atomic_output`)."""
     path = Path(path)
     data = encode_image(pixels, output_format(path), metadata)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite) as tmp:
         tmp.write_bytes(data)
     return path
 
 
 @contextlib.contextmanager
-def atomic_output(path):
-    """`with atomic_output(path) as tmp:` write to `tmp` (same folder); it becomes `path` only if the block
-    succeeds, and is removed otherwise. An OSError becomes a UserError naming `path`."""
+def atomic_output(path, overwrite: bool = False):
+    """`with atomic_output(path) as tmp:` write to `tmp` (same folder, a name no other process uses); it
+    becomes `path` only if the block succeeds, and is removed otherwise.
+
+    Without `overwrite` the file is published with `os.link`, which fails where `path` exists: another
+    process that wrote `path` meanwhile (after the command's own `refuse_existing` check) keeps its file, and
+    this one raises OutputExists. With `overwrite` it replaces `path` (`os.replace`). An OSError becomes a
+    UserError naming `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """`tmp` under the name `path`, which must not exist (OutputExists otherwise)."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if not path.exists():  # a file system without hard links (FAT, some network shares): checked, renamed
+            os.rename(tmp, path)
+            return
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    raise OutputExists(f"{path} already exists (written meanwhile by another process); pass --overwrite to "
+                       "replace it")
 
 
 def check_writable(path, folder: bool = False) -> None:
