@@ -51,6 +51,17 @@ def test_png_keeps_every_sample_at_8_and_16_bits(tmp_path, channels, dtype):
         np.testing.assert_array_equal(theirs.reshape(decoded.shape), image)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg", ".webp", ".bmp"])
+def test_views_that_are_not_c_ordered_are_written_as_their_pixels(tmp_path, suffix):
+    """A transposed or strided view (what numpy slicing and resizing give) is written as the pixels it shows:
+    the same file as its C-ordered copy."""
+    image = pixels(3, np.uint8, seed=2)
+    view = image.transpose(1, 0, 2)[::-1]
+    assert not view.flags.c_contiguous
+    written = image_files.write_image(tmp_path / f"view{suffix}", view).read_bytes()
+    assert written == image_files.write_image(tmp_path / f"copy{suffix}", view.copy()).read_bytes()
+
+
 @pytest.mark.parametrize("channels, dtype", [(c, d) for d in (np.uint8, np.uint16) for c in (1, 2, 3, 4)])
 def test_tiff_keeps_every_sample_and_marks_alpha_as_extra_sample(tmp_path, channels, dtype):
     """Every layout written is read back, 16-bit grey + alpha too (which Pillow cannot identify)."""
