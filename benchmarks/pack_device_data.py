@@ -67,7 +67,7 @@ def pack_train(source: Path, out: Path, limit: int | None = None) -> list[dict]:
         for path in image_files(source / folder)[:limit]:
             y = training_y8(path)
             target = out / folder / f"{path.stem}.png"
-            write_image(target, y[..., None])
+            write_image(target, y[..., None], overwrite=True)  # a pack made again replaces its files
             rows.append({"file": f"{folder}/{target.name}", "source": f"{folder}/{path.name}",
                          "shape": list(y.shape), "bytes": target.stat().st_size})
     return rows

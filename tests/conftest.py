@@ -36,9 +36,9 @@ def require(path: Path) -> Path:
 def pretrained_checkpoint(tmp_path_factory) -> Path:
     """The published pytorch-vdsr weights converted once per session to a vdsr_jax checkpoint."""
     needs_torch()
-    from vdsr_jax.torch_weights import from_torch
+    from vdsr_jax.weight_forms import convert
 
-    return from_torch(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]
+    return convert(require(PRETRAINED), tmp_path_factory.mktemp("pretrained") / "ckpt")[0]
 
 
 def run_cli(module: str, *args, timeout: int = 300):
@@ -143,3 +143,21 @@ def final_params(workdir):
     from vdsr_jax.checkpoint import load_model
 
     return jax.tree.map(np.asarray, load_model(workdir)[1])
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    """The chunks of PNG file bytes, each whole (length, type, data, CRC; PNG specification, 5.3)."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append(data[pos:end])
+        pos = end
+    return chunks
+
+
+def damage(step_folder) -> None:
+    """Overwrite every non-empty file of a checkpoint step's parameters, as a disk error or truncation would."""
+    files = [f for f in (Path(step_folder) / "params").rglob("*") if f.is_file() and f.stat().st_size]
+    assert files
+    for f in files:
+        f.write_bytes(b"\0" * 7)

@@ -1,12 +1,13 @@
 """Checkpoints (vdsr_jax.checkpoint): model save/load bit for bit, what is refused, training state round
-trips and the fallback past an unreadable step. Keeping the last k and the best is in test_train; the
-fallback after a real training run is in test_train too (slow)."""
-from pathlib import Path
+trips and the refusal of an unreadable step. Keeping the last k and the best is in test_train; a damaged
+checkpoint in a real run's workdir is in test_workdir (slow)."""
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import damage
 from flax.traverse_util import flatten_dict
 
 from vdsr_jax import checkpoint
@@ -60,6 +61,22 @@ def test_an_existing_folder_is_kept_unless_overwrite_then_replaced_whole(tmp_pat
     assert not list(tmp_path.glob(".*"))
 
 
+def test_a_folder_written_meanwhile_by_another_process_is_kept_and_refused(tmp_path, monkeypatch):
+    """Both found the name free; the other process's folder appears before this one is renamed into place."""
+    theirs = checkpoint.save_model(tmp_path / "theirs", random_params(seed=3), MODEL)
+    real = checkpoint.refuse_existing
+
+    def then_the_other_finishes(path, overwrite):
+        real(path, overwrite)
+        shutil.copytree(theirs, path)
+
+    monkeypatch.setattr(checkpoint, "refuse_existing", then_the_other_finishes)
+    with pytest.raises(OutputExists, match="ckpt already exists .*--overwrite"):
+        checkpoint.save_model(tmp_path / "ckpt", random_params(seed=4), MODEL)
+    assert_trees_equal(checkpoint.load_model(tmp_path / "ckpt")[1], random_params(seed=3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "theirs"]  # no staging folder left
+
+
 def test_params_that_do_not_fit_the_model_are_refused_before_writing(tmp_path):
     params = random_params()
     params["conv_0"]["kernel"] = params["conv_0"]["kernel"][..., :4]
@@ -79,14 +96,6 @@ def test_a_training_workdir_resolves_to_its_checkpoints_and_a_missing_folder_is_
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="holds no vdsr_jax checkpoint"):
         checkpoint.load_model(tmp_path / "empty")
-
-
-def damage(step_folder: Path) -> None:
-    """Overwrite every non-empty file of the step's parameters, as a disk error or truncation would."""
-    files = [f for f in (step_folder / checkpoint.PARAMS).rglob("*") if f.is_file() and f.stat().st_size]
-    assert files
-    for f in files:
-        f.write_bytes(b"\0" * 7)
 
 
 def test_an_unreadable_model_step_is_one_checkpoint_error(tmp_path):
@@ -112,32 +121,31 @@ def two_updates(state):
     return state
 
 
-def test_training_state_round_trips_bit_for_bit_and_a_damaged_step_falls_back_to_the_previous(tmp_path):
+def test_training_state_round_trips_bit_for_bit_and_a_damaged_step_is_refused(tmp_path):
     first, second = Training(0), Training(1)
     manager = checkpoint.training_manager(tmp_path, keep_last=3)
     checkpoint.save_training(manager, first.state.replace(step=1), MODEL, first.key)
     checkpoint.save_training(manager, second.state.replace(step=2), MODEL, second.key)
     fresh = Training(5)  # the structure to restore into, other values everywhere
-    warnings = []
-    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=warnings.append)
-    assert int(state.step) == 2 and not warnings
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key)
+    assert int(state.step) == 2
     assert_trees_equal(state.params, second.state.params)
     for a, b in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(second.state.opt_state)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(second.key))
 
     damage(tmp_path / "2")
-    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=warnings.append)
+    kept = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    # step 1 is not taken instead: the run would reach step 2 again, which orbax cannot write over
+    with pytest.raises(CheckpointError, match="checkpoint step 2 in .* cannot be read .*resume from step 1"):
+        checkpoint.restore_training(manager, fresh.state, fresh.key)
     manager.close()
-    assert int(state.step) == 1
-    assert_trees_equal(state.params, first.state.params)
-    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(first.key))
-    assert len(warnings) == 1 and warnings[0].startswith("warning: checkpoint step 2 is unreadable")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == kept
 
 
 def test_nothing_to_restore_returns_the_inputs(tmp_path):
     fresh = Training(0)
     manager = checkpoint.training_manager(tmp_path, keep_last=1)
-    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key, warn=pytest.fail)
+    state, key = checkpoint.restore_training(manager, fresh.state, fresh.key)
     manager.close()
     assert state is fresh.state and key is fresh.key

@@ -92,8 +92,9 @@ def test_two_processes_train_and_resume_like_one_process_on_the_same_global_batc
                                            launcher=CACHE_LEFT_ON)])
     assert saved_steps(two) == [2]
     assert any(p.name.startswith("jit_step-") for p in cache.iterdir())  # process 0's train step is cached
-    (first_stdout, first_stderr), (second_stdout, second_stderr) = finish(
-        start_two_processes(two, "--config.num_steps=6", *data, cache=cache))
+    resumed = start_two_processes(two, "--config.num_steps=6", *data, cache=cache)
+    (first_stdout, first_stderr), (second_stdout, second_stderr) = finish(resumed)
+    assert (two / "run.lock").read_text().startswith(f"pid {resumed[0].pid} ")  # process 0 held the workdir
     assert "resuming from step 2" in first_stdout and "final evaluation" in first_stdout
     assert f"note: the persistent compilation cache ({cache}) is off for this run" in first_stderr
     assert "persistent compilation cache" not in second_stderr  # one note, from process 0

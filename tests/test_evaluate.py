@@ -2,6 +2,7 @@
 and its command line meets the one-line-error standard for bad input."""
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import BENCHMARKS, assert_one_error_line, require, run_cli
@@ -97,3 +98,29 @@ def test_bad_checkpoint_or_json_path(data, pretrained_checkpoint):
                                "--json", data / "missing" / "out.json")
     assert_one_error_line(status, lines, "does not exist")
     assert not (data / "out.json").exists()
+
+
+def test_a_json_file_written_meanwhile_by_another_process_is_kept_and_the_table_still_printed(
+        tmp_path, monkeypatch, capsys):
+    """--json names a free file when the command starts; another process writes it during the evaluation:
+    its file stays, the table is printed, and the command fails in one line."""
+    from vdsr_jax import evaluate
+    from vdsr_jax.model import VDSR
+
+    model = VDSR(depth=2, features=4)
+    params = model.init(jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))["params"]
+    weights = checkpoint.save_model(tmp_path / "ckpt", params, model)
+    (tmp_path / "set").mkdir()
+    media.write_image(tmp_path / "set" / "a.png", np.random.default_rng(0).integers(0, 256, (24, 24, 3), np.uint8))
+    target = tmp_path / "r.json"
+
+    def written_meanwhile(*args, **kwargs):
+        target.write_text('{"another": "process"}')
+        return evaluate_sets(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_sets", written_meanwhile)
+    status = evaluate.main(["--checkpoint", str(weights), "--data-dir", str(tmp_path / "set"), "--scales", "2",
+                            "--json", str(target)])
+    out, err = capsys.readouterr()
+    assert_one_error_line(status, err.strip().splitlines(), str(target), "already exists")
+    assert "| set | ×2 | 1 |" in out and json.loads(target.read_text()) == {"another": "process"}

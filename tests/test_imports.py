@@ -1,6 +1,6 @@
 """Optional stacks are imported only where they are used: the model, the train step, the data pipeline,
 training, inference, evaluation and the commands import (and training and still-image upscaling run) without
-tensorflow-datasets, array_record, PyAV, tensorboardX, TensorFlow or torch; a feature that needs a missing one
+tensorflow-datasets, array_record, PyAV, tensorboardX, TensorFlow, torch, onnx or onnxruntime; a feature that needs a missing one
 says so in one `error:` line. Each check runs in a fresh process where those modules cannot be imported
 (conftest.without_modules)."""
 import json
@@ -15,11 +15,13 @@ from vdsr_jax.media import write_image
 
 pytestmark = pytest.mark.slow
 
-OPTIONAL = ("tensorflow_datasets", "array_record", "av", "tensorboardX", "tensorflow", "torch")
+OPTIONAL = ("tensorflow_datasets", "array_record", "av", "tensorboardX", "tensorflow", "torch", "onnx", "onnxruntime")
 CORE = ("vdsr_jax.model", "vdsr_jax.train_step", "vdsr_jax.data.patches", "vdsr_jax.data.pool", "vdsr_jax.data",
-        "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.metric_writer",
+        "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.weight_forms",
+        "vdsr_jax.metric_writer",
         "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale", "vdsr_jax.media",
-        "vdsr_jax.media.video", "vdsr_jax.media.animation")
+        "vdsr_jax.media.video", "vdsr_jax.media.animation", "vdsr_jax.export", "vdsr_jax.onnx_graphs",
+        "vdsr_jax.stablehlo")
 
 
 def python(code: str, *blocked: str, cwd=None) -> subprocess.CompletedProcess:

@@ -6,13 +6,15 @@ import collections
 import contextlib
 import json
 import struct
+import subprocess
+import sys
 import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_one_error_line, needs_torch, run_cli
+from conftest import ROOT, assert_one_error_line, needs_torch, run_cli, without_modules
 from PIL import Image
 
 from vdsr_jax import checkpoint, configs, convert, evaluate, media, training, upscale
@@ -110,23 +112,21 @@ def checkpoint_commands(tmp_path, path):
 
 
 @pytest.mark.parametrize("command", ["upscale", "evaluate", "convert"])
-@pytest.mark.parametrize("kind,fragments", [
-    ("model_epoch_50.pth", ["is a PyTorch file", "vdsr-convert --from-torch"]),
-    ("notes.txt", ["is a file; a checkpoint is a folder"]),
-])
-def test_checkpoint_argument_given_a_file_says_what_it_is(tmp_path, capsys, files, command, kind, fragments):
-    path = str(files / kind)
+def test_checkpoint_argument_given_a_file_of_another_kind_says_what_it_is(tmp_path, capsys, files, command):
+    path = str(files / "notes.txt")
     module, argv = checkpoint_commands(tmp_path, path)[command]
-    one_error_line(capsys, module.main(argv), path, *fragments)
+    one_error_line(capsys, module.main(argv), path, "is text, not VDSR weights", "a checkpoint is a folder")
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.pth").exists()
 
 
 @pytest.mark.slow
-def test_checkpoint_given_a_torch_file_in_a_subprocess(tmp_path, files):
+def test_checkpoint_given_a_torch_file_without_torch_says_torch_is_needed(tmp_path, files):
+    """A torch file is read where torch is installed (tests/test_weight_forms.py); without it, one line."""
     torch_file = files / "model_epoch_50.pth"
     for module, (_, argv) in checkpoint_commands(tmp_path, torch_file).items():
-        status, _, err = run_cli(module, *argv)
-        assert_one_error_line(status, err, f"vdsr-convert --from-torch {torch_file} --out")
+        done = subprocess.run([sys.executable, "-m", f"vdsr_jax.{module}", *argv], env=without_modules("torch"),
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert_one_error_line(done.returncode, done.stderr.strip().splitlines(), "needs PyTorch, which is not installed")
 
 
 def test_folder_arguments_given_a_file(tmp_path, capsys, tiny, files):
@@ -134,7 +134,7 @@ def test_folder_arguments_given_a_file(tmp_path, capsys, tiny, files):
     one_error_line(capsys, evaluate.main(["--checkpoint", str(tiny[0]), "--data-dir", text]),
                    text, "is a file, not a folder of images")
     one_error_line(capsys, convert.main(["--from-torch", str(tiny[0]), "--out", str(tmp_path / "c")]),
-                   str(tiny[0]), "is a folder, not a torch file", "--to-torch")
+                   str(tiny[0]), "is a checkpoint folder, not a torch file", "--to-torch")
     # upscale: INPUT a non-image file, a folder without images, a folder with -o naming one file
     one_error_line(capsys, upscale.main([text, "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
                                          str(tmp_path / "o.png")]), text, "not an image file")
@@ -473,7 +473,7 @@ def test_evaluate_checks_the_json_location_first_and_keeps_the_table_when_writin
     monkeypatch.undo()
 
     @contextlib.contextmanager
-    def failing_output(path):
+    def failing_output(path, overwrite):
         raise UserError(f"cannot write {path}: disk full")
         yield
 
@@ -495,7 +495,7 @@ def test_upscale_refuses_two_files_written_to_one_path_before_any_work(tmp_path,
         (tmp_path / name).parent.mkdir(exist_ok=True)
         media.write_image(tmp_path / name, picture(12, 10, seed=seed))
         inputs.append(str(tmp_path / name))
-    monkeypatch.setattr(upscale, "load_any", lambda *a: pytest.fail("weights loaded before the outputs were checked"))
+    monkeypatch.setattr(upscale, "load_checkpoint", lambda *a: pytest.fail("weights loaded before the outputs were checked"))
     argv = [*inputs, "--scale", "2", "-o", str(tmp_path / "out"), *(["--compare"] if compare else [])]
     one_error_line(capsys, upscale.main(argv), *fragments)
     assert not (tmp_path / "out").exists()

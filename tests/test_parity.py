@@ -37,7 +37,7 @@ def torch_net(seed: int) -> torch_reference.Net:
 
 def converted(net: nn.Module):
     """(flax params, VDSR) holding `net`'s current weights."""
-    return torch_weights.torch_to_flax({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
+    return torch_weights.torch_to_flax({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})[:2]
 
 
 def nhwc(x: np.ndarray) -> np.ndarray:
@@ -262,8 +262,7 @@ def test_pretrained_weights_on_bird_match_torch(pretrained_checkpoint):
     ours = np.asarray(jax.jit(model.apply)({"params": params}, bicubic[None, :, :, None]))[0, :, :, 0]
 
     net = torch_reference.Net()
-    state, _ = torch_weights.load_torch_state_dict(PRETRAINED)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    net.load_state_dict(torch_weights.read_torch_file(PRETRAINED)[0])
     with torch.no_grad():
         theirs = net(torch.from_numpy(bicubic[None, None])).numpy()[0, 0]
     assert np.abs(ours - theirs).max() <= 1e-4
@@ -281,8 +280,7 @@ def test_grey_set14_bridge_through_the_protocol_matches_torch_on_the_scripts_pat
     hr = modcrop(grey / 255.0, 2)
     bicubic = imresize(imresize(hr, 1 / 2), 2)
     net = torch_reference.Net()
-    state, _ = torch_weights.load_torch_state_dict(PRETRAINED)
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    net.load_state_dict(torch_weights.read_torch_file(PRETRAINED)[0])
     with torch.no_grad():
         theirs = net(torch.from_numpy(bicubic[None, None].astype(np.float32))).numpy()[0, 0]
     expected = psnr(hr * 255, np.clip(theirs, 0, 1) * 255, shave=2)

@@ -1,13 +1,15 @@
-"""`vdsr_jax.pretrained`: the .npz weights format round-trips bit for bit, bad files are refused with a
-CheckpointError that says why (never unpickled), and the bundled weights, once they ship, still evaluate on
+"""`vdsr_jax.pretrained`: the weights format round-trips bit for bit in .npz and .safetensors, bad files are
+refused with a CheckpointError that says why (never unpickled), and the bundled weights, once they ship, still evaluate on
 Set5 as their own provenance says."""
 import io
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -42,9 +44,10 @@ def rewrite(path, out, change):
     return out
 
 
-def test_round_trip_is_bit_exact(tmp_path):
+@pytest.mark.parametrize("name", ["w.npz", "w.safetensors"])
+def test_round_trip_is_bit_exact(tmp_path, name):
     model, params = small_model()
-    path = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
+    path = pretrained.export_pretrained(params, model, tmp_path / name, PROVENANCE)
     loaded_model, loaded = pretrained.load_pretrained(path)
     assert model_spec(loaded_model) == model_spec(model)
     assert jax.tree.structure(loaded) == jax.tree.structure(params)
@@ -53,7 +56,7 @@ def test_round_trip_is_bit_exact(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     meta = pretrained.pretrained_info(path)
     assert meta["provenance"] == PROVENANCE and meta["format"] == pretrained.FORMAT
-    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left behind
 
 
 @pytest.mark.slow
@@ -137,26 +140,99 @@ def test_bad_files_are_refused(tmp_path, case):
         assert not marker.exists()
 
 
+def safetensors_file(path, arrays: dict, metadata: dict | None) -> bytes:
+    """A .safetensors file as its specification lays it out (https://github.com/huggingface/safetensors#format),
+    built here without the safetensors package: an 8-byte little-endian header size, the JSON header (dtype,
+    shape, byte range of each array; string metadata), then the arrays' little-endian bytes."""
+    header, chunks, offset = {}, [], 0
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+        dtype = {"f4": "F32", "f8": "F64", "f2": "F16", "i4": "I32"}[array.dtype.str[1:]]
+        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+    return Path(path).read_bytes()
+
+
+def test_safetensors_follow_the_specification(tmp_path):
+    """What export_pretrained writes is the layout the specification gives, read back here by hand, and a
+    file laid out by hand from the specification loads."""
+    model, params = small_model()
+    path = pretrained.export_pretrained(params, model, tmp_path / "w.safetensors", PROVENANCE)
+    data = path.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + size])
+    meta = json.loads(header.pop("__metadata__")["vdsr_jax"])
+    assert meta == {"format": pretrained.FORMAT, "model": model_spec(model), "provenance": PROVENANCE}
+    flat = flatten_dict(params, sep="/")
+    assert set(header) == set(flat)
+    for name, entry in header.items():
+        start, end = entry["data_offsets"]
+        array = np.frombuffer(data[8 + size + start:8 + size + end], "<f4").reshape(entry["shape"])
+        assert entry["dtype"] == "F32"
+        np.testing.assert_array_equal(array, np.asarray(flat[name]))
+
+    safetensors_file(tmp_path / "hand.safetensors", {k: np.asarray(v) for k, v in flat.items()},
+                               {"vdsr_jax": json.dumps(meta)})
+    _, loaded = pretrained.load_pretrained(tmp_path / "hand.safetensors")
+    for name, value in flatten_dict(loaded, sep="/").items():
+        np.testing.assert_array_equal(np.asarray(value), np.asarray(flat[name]))
+
+
+SAFETENSORS_CASES = {
+    "bad header JSON": "is not a readable safetensors file",
+    "truncated data": "is not a readable safetensors file",
+    "header too short": "is not a readable safetensors file",
+    "integer layer": "layer conv_0/bias holds int32 values",
+    "NaN weights": "layer conv_1/bias holds non-finite values",
+    "missing layer": "layer conv_2/bias is missing",
+    "wrong shape": "layer conv_1/kernel has shape (3, 3, 4, 5), expected (3, 3, 4, 4)",
+    "no description": "lacks the vdsr_jax metadata entry",
+    "bad description": "is not a vdsr_jax.pretrained/1 description",
+}
+
+
+@pytest.mark.parametrize("case", list(SAFETENSORS_CASES))
+def test_tampered_safetensors_are_refused(tmp_path, case):
+    """Each damage, made by hand after the specification, gives a CheckpointError saying what is wrong."""
+    model, params = small_model()
+    good = pretrained.export_pretrained(params, model, tmp_path / "good.safetensors", PROVENANCE)
+    arrays = {k: np.asarray(v) for k, v in flatten_dict(params, sep="/").items()}
+    metadata = {"vdsr_jax": pretrained.read_safetensors(good)[0]["vdsr_jax"]}
+    bad = tmp_path / "bad.safetensors"
+    data = good.read_bytes()
+    if case == "bad header JSON":
+        bad.write_bytes(data[:8] + b"{'" + data[10:])  # the first key quoted with ' : not JSON
+    elif case == "truncated data":
+        bad.write_bytes(data[:-10])
+    elif case == "header too short":
+        bad.write_bytes(data[:6])
+    elif case == "integer layer":
+        safetensors_file(bad, {**arrays, "conv_0/bias": arrays["conv_0/bias"].astype(np.int32)}, metadata)
+    elif case == "NaN weights":
+        safetensors_file(bad, {**arrays, "conv_1/bias": np.full_like(arrays["conv_1/bias"], np.nan)}, metadata)
+    elif case == "missing layer":
+        safetensors_file(bad, {k: v for k, v in arrays.items() if k != "conv_2/bias"}, metadata)
+    elif case == "wrong shape":
+        safetensors_file(bad, {**arrays, "conv_1/kernel": np.zeros((3, 3, 4, 5), np.float32)}, metadata)
+    elif case == "no description":
+        safetensors_file(bad, arrays, None)
+    elif case == "bad description":
+        safetensors_file(bad, arrays, {"vdsr_jax": json.dumps({"model": {}})})
+    with pytest.raises(CheckpointError) as info:
+        pretrained.load_pretrained(bad)
+    assert SAFETENSORS_CASES[case] in str(info.value) and str(bad) in str(info.value), str(info.value)
+
+
 def test_default_without_bundled_weights_says_so(monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "DEFAULT_PATH", tmp_path / "absent.npz")
     with pytest.raises(pretrained.NoBundledWeights, match="no pretrained weights ship.*--checkpoint"):
         pretrained.load_pretrained()
     assert issubclass(pretrained.NoBundledWeights, CheckpointError)
-    with pytest.raises(pretrained.NoBundledWeights):
-        pretrained.load_any(None)
-
-
-def test_load_any_reads_npz_and_orbax(tmp_path):
-    from vdsr_jax.checkpoint import save_model
-
-    model, params = small_model()
-    npz = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
-    folder = save_model(tmp_path / "ckpt", params, model)
-    for source in (npz, folder):
-        _, loaded = pretrained.load_any(source)
-        flat = flatten_dict(loaded, sep="/")
-        for name, value in flatten_dict(params, sep="/").items():
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(flat[name]))
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from vdsr_jax.resize import BicubicWindows, bicubic_degradation, imresize, modcrop, resize_weights
+from vdsr_jax.resize import BicubicWindows, bicubic_degradation, imresize, modcrop, phase_filters, resize_weights
 
 
 def keys_cubic(x, a=-0.5):
@@ -221,3 +221,22 @@ def test_modcrop_shapes_and_keeps_top_left():
 def test_modcrop_rejects_bad_scale(scale):
     with pytest.raises(ValueError):
         modcrop(np.zeros((4, 4)), scale)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("shape", [(2, 3), (5, 2), (9, 13)])
+def test_phase_filters_on_symmetric_padding_are_imresize(scale, shape):
+    """Integer-scale upscaling as numpy's symmetric padding plus one fixed filter per output phase equals
+    `imresize`, down to 2-sample sides (the ONNX pipeline computes it this way)."""
+    image = np.random.default_rng(scale).random(shape)
+    filters = phase_filters(scale)
+    padded = np.pad(image, 2, mode="symmetric")
+    rows = np.stack([filters[o % scale] @ padded[o // scale:o // scale + 5] for o in range(scale * shape[0])])
+    both = np.stack([rows[:, o // scale:o // scale + 5] @ filters[o % scale] for o in range(scale * shape[1])], 1)
+    np.testing.assert_allclose(both, imresize(image, scale), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [0, 2.5, True])
+def test_phase_filters_need_an_integer_scale(scale):
+    with pytest.raises(ValueError):
+        phase_filters(scale)

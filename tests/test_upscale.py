@@ -1,5 +1,6 @@
 """`python -m vdsr_jax.upscale`: every kind of image against whole-image VDSR on MATLAB-bicubic input, and
 every kind of bad input against the one-line-error standard (run as a user would, in a subprocess)."""
+import io
 import math
 import os
 import struct
@@ -11,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tifffile
-from conftest import assert_one_error_line, run_cli
+from conftest import assert_one_error_line, png_chunks, run_cli
 from PIL import Image, ImageOps, PngImagePlugin
 
 from vdsr_jax import checkpoint, media, upscale
@@ -114,15 +115,6 @@ def test_folder_input_names_outputs(tmp_path, tiny):
     assert status == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x3.png", "b_x3.bmp"]
     assert len(stdout.splitlines()) == 2
-
-
-def png_chunks(data: bytes) -> list[bytes]:
-    chunks, pos = [], 8
-    while pos < len(data):
-        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
-        chunks.append(data[pos:end])
-        pos = end
-    return chunks
 
 
 @pytest.mark.parametrize("where", ["eXIf", "eXIf after the pixels", "XMP", "raw profile"])
@@ -260,3 +252,97 @@ def test_unwritable_output(tmp_path, tiny, bad_files):
     assert_one_error_line(status, lines, str(taken))
     assert os.listdir(tmp_path / "out") == ["good_x2.png"] and not os.listdir(taken)
     assert sorted(os.listdir(tmp_path)) == sorted(["file", "out", *(p.name for p in bad_files.values() if p.exists())])
+
+
+def colour_managed(path) -> np.ndarray:
+    """The file's pixels as a colour-managed viewer shows them: through its embedded ICC profile to sRGB
+    (Pillow's ImageCms, LittleCMS); untagged pixels are sRGB already."""
+    from PIL import ImageCms
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        profile = im.info.get("icc_profile")
+        if profile:
+            im = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                           ImageCms.createProfile("sRGB"))
+        return np.asarray(im).astype(int)
+
+
+def test_a_photo_keeps_its_colour_profile_and_exif_across_formats(tmp_path, tiny):
+    """The issue's instance: an Adobe RGB photo's colours, shown colour-managed, are those of the input only
+    when the profile is kept (dropped, (200, 60, 60) shows as itself instead of about (219, 60, 60)); JPEG in,
+    PNG and its comparison panel out; EXIF kept with Orientation 1 and the new size."""
+    from test_media_images import adobe_rgb_profile, photo_exif
+    _, params = tiny  # with no residual, VDSR gives bicubic: a flat image stays flat
+    folder = checkpoint.save_model(tmp_path / "ckpt", jax.tree.map(jnp.zeros_like, params), TINY)
+    flat = np.broadcast_to(np.array([200, 60, 60], np.uint8), (20, 30, 3))
+    Image.fromarray(flat).save(tmp_path / "photo.jpg", quality=95, icc_profile=adobe_rgb_profile(),
+                               exif=photo_exif(30, 20))
+    assert upscale.main([str(tmp_path / "photo.jpg"), "--checkpoint", str(folder), "--scale", "2",
+                         "-o", str(tmp_path / "photo.png"), "--compare"]) == 0
+    shown = colour_managed(tmp_path / "photo.jpg")[0, 0]
+    assert np.abs(shown - [200, 60, 60]).max() > 10  # the test can fail: the profile matters
+    out = colour_managed(tmp_path / "photo.png")
+    assert out.shape == (60, 40, 3)
+    assert np.abs(out - shown).max() <= 1
+    with Image.open(tmp_path / "photo.png") as im:
+        exif = im.getexif()
+        assert im.info["icc_profile"] == adobe_rgb_profile()
+    assert exif[media.EXIF_ORIENTATION] == 1 and exif[0x010F] == "Camera maker"
+    assert (exif.get_ifd(0x8769)[0xA002], exif.get_ifd(0x8769)[0xA003]) == (40, 60)
+    with Image.open(tmp_path / "photo_compare.png") as im:
+        assert im.info["icc_profile"] == adobe_rgb_profile()
+
+
+def test_an_output_format_without_metadata_says_so_in_one_note(tmp_path, tiny, capsys):
+    from test_media_images import adobe_rgb_profile, photo_exif
+    folder, params = tiny
+    Image.fromarray(picture(20, 30, 3)).save(tmp_path / "p.tif", icc_profile=adobe_rgb_profile(),
+                                              exif=photo_exif(30, 20))
+    assert upscale.main([str(tmp_path / "p.tif"), "--checkpoint", str(folder), "--scale", "2",
+                         "-o", str(tmp_path / "p.bmp")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: {tmp_path / 'p.bmp'}: the colour profile and the EXIF of the input not kept "
+                     "(BMP holds none)"]
+    pixels = media.read_image(tmp_path / "p.tif")  # Pillow's TIFF: the pixels as written, rotated by EXIF 6
+    np.testing.assert_array_equal(pixels, np.rot90(picture(20, 30, 3), k=-1))
+    assert np.abs(media.read_image(tmp_path / "p.bmp") - expected_upscale(pixels, 2, params)).max() <= 1
+
+
+def test_a_cmyk_tiff_is_upscaled_in_its_colours_not_as_transparent_rgba(tmp_path, tiny):
+    """The issue's instance: K was taken for alpha, so the output was transparent and its colours inverted."""
+    folder, params = tiny
+    Image.fromarray(picture(20, 30, 3)).convert("CMYK").save(tmp_path / "x.tif")
+    assert upscale.main([str(tmp_path / "x.tif"), "--checkpoint", str(folder), "--scale", "2",
+                         "-o", str(tmp_path / "out")]) == 0
+    with Image.open(tmp_path / "x.tif") as im:
+        shown = np.asarray(im.convert("RGB"))  # Pillow's reading of the input
+    out = media.read_image(tmp_path / "out" / "x_x2.tif")
+    assert out.shape == (40, 60, 3)
+    assert np.abs(out - expected_upscale(shown, 2, params)).max() <= 1
+
+
+@pytest.mark.parametrize("kind", ["still", "pages"])
+def test_an_output_written_meanwhile_by_another_process_is_kept_and_refused_in_one_line(
+        tmp_path, tiny, kind, monkeypatch, capsys):
+    """Another process writes the output after this one checked the name and before it publishes (both
+    found it free): its file stays, and this command fails in one line (a still image and the frame path)."""
+    if kind == "still":
+        source, work = save(tmp_path / "in.png", picture(12, 10, 3)), "upscale_image"
+    else:
+        source, work = tmp_path / "in.tif", "upscale_frames"
+        with tifffile.TiffWriter(source) as tif:
+            for seed in range(2):
+                tif.write(picture(12, 10, 3, seed=seed), photometric="rgb")
+    target = tmp_path / f"out{source.suffix}"
+    real = getattr(upscale, work)
+
+    def finished_first_elsewhere(*args, **kwargs):
+        if not target.exists():
+            target.write_bytes(b"another process's output")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(upscale, work, finished_first_elsewhere)
+    status = upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target)])
+    assert_one_error_line(status, capsys.readouterr().err.strip().splitlines(), str(target), "already exists")
+    assert target.read_bytes() == b"another process's output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, target.name])

@@ -853,3 +853,14 @@ def test_gif_transparency_never_shows_the_frame_before(tmp_path, tiny, opaque_fi
         visible = want[..., 3] == 255  # (partly transparent pixels are quantised with their alpha)
         error = lambda gif: np.mean((gif[visible][:, :3].astype(float) - want[visible][:, :3]) ** 2)  # noqa: E731
         assert error(got) <= 2 * error(pillow) + 1, (error(got), error(pillow))
+
+
+def test_tiff_pages_in_cmyk_are_read_in_the_colours_they_mean(tmp_path, tiny):
+    """A multi-page TIFF of CMYK pages (Pillow's conversion writes them): each page is read as the still path
+    reads a CMYK TIFF, in RGB as Pillow converts it back, never as RGBA with K taken for alpha."""
+    pages = [Image.fromarray(f).convert("CMYK") for f in moving_shapes(2)]
+    pages[0].save(tmp_path / "print.tif", save_all=True, append_images=pages[1:])
+    source_frames, _ = decoded(tmp_path / "print.tif")
+    assert [f.shape[-1] for f in source_frames] == [3, 3]
+    for got, page in zip(source_frames, pages, strict=True):
+        np.testing.assert_array_equal(got, np.asarray(page.convert("RGB")))

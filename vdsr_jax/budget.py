@@ -137,5 +137,5 @@ def write_plan(workdir: Path, plan: Plan, recipe: Plan, budget: Budget, at_step:
               "recipe_decay_every_steps": recipe.decay_every_steps, "planned_at_step": at_step,
               "step_seconds": budget.step_seconds, "finish_seconds": budget.finish_seconds,
               "budget_minutes": budget.minutes}
-    with atomic_output(Path(workdir) / PLAN_FILE) as tmp:
+    with atomic_output(Path(workdir) / PLAN_FILE, overwrite=True) as tmp:
         tmp.write_text(json.dumps(record, indent=1) + "\n")

@@ -4,19 +4,23 @@ A checkpoint directory is an orbax `CheckpointManager` root whose step folders h
 `params` (the Flax parameter tree) and `model` (JSON: the `VDSR` hyper-parameters). Training adds its own
 items (optimiser and data state) beside them; loading a model reads only these two.
 """
+import errno
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict
 
-from vdsr_jax.errors import CheckpointError
+from vdsr_jax.errors import CheckpointError, OutputExists
 from vdsr_jax.media import refuse_existing
 from vdsr_jax.model import VDSR, create_model, model_spec
+from vdsr_jax.ownership import hold
 
 PARAMS = "params"
 MODEL = "model"
@@ -53,22 +57,48 @@ def validate_params(params: dict, model: VDSR) -> None:
         raise CheckpointError(f"unexpected layer {extra[0]} for a VDSR of {model_spec(model)}")
 
 
-TORCH_SUFFIXES = (".pth", ".pt", ".pkl", ".tar", ".bin")
+def is_float_dtype(dtype) -> bool:
+    """numpy's floating types and ml_dtypes' (bfloat16, float8_*), which numpy stores as kind 'V'."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "V":
+        try:
+            ml_dtypes.finfo(dtype)
+        except ValueError:
+            return False
+        return True
+    return dtype.kind == "f"
+
+
+def float32_weights(name: str, array) -> tuple[np.ndarray, float | None]:
+    """float32 values of the floating-point weights `array` (any numpy or ml_dtypes float type), and the
+    largest change relative to its largest magnitude where that rounding is not exact (None where it is:
+    float16, bfloat16, float8 and float32 always are). CheckpointError naming layer `name` for other dtypes
+    and non-finite values."""
+    array = np.asarray(array)
+    if not is_float_dtype(array.dtype):
+        raise CheckpointError(f"layer {name} holds {array.dtype} values; VDSR weights are floating point")
+    single = array.astype(np.float32)
+    if array.dtype.itemsize <= 4:
+        if not np.all(np.isfinite(single)):
+            raise CheckpointError(f"layer {name} holds non-finite values")
+        return single, None
+    if not np.all(np.isfinite(array)):
+        raise CheckpointError(f"layer {name} holds non-finite values")
+    if not np.all(np.isfinite(single)):
+        raise CheckpointError(f"layer {name} holds values beyond float32's range")
+    if np.array_equal(single.astype(array.dtype), array):
+        return single, None
+    return single, float(np.max(np.abs(single - array)) / max(float(np.max(np.abs(array))), 1e-300))
 
 
 def resolve(directory) -> Path:
     """The checkpoint manager root of `directory`: itself, or a training workdir's `checkpoints/`.
 
-    CheckpointError saying what the path is instead: missing, or a file (a PyTorch file gets the command
-    that converts it)."""
+    CheckpointError for a missing path or a file (`vdsr_jax.weight_forms` reads files)."""
     path = Path(directory).expanduser()
     if path.is_file():
-        if path.suffix.lower() in TORCH_SUFFIXES or _looks_like_torch(path):
-            raise CheckpointError(
-                f"{path} is a PyTorch file, not a vdsr_jax checkpoint folder; convert it first: "
-                f"vdsr-convert --from-torch {path} --out {path.with_suffix('')}_jax")
-        raise CheckpointError(f"{path} is a file; a checkpoint is a folder (written by vdsr-convert or vdsr-train) "
-                              "or a .npz weights file (vdsr_jax.pretrained)")
+        raise CheckpointError(f"{path} is a file, not a checkpoint folder (vdsr_jax.weight_forms.load_weights "
+                              "reads weights files)")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint folder {path} does not exist")
     if (path / "checkpoints").is_dir():
@@ -76,26 +106,20 @@ def resolve(directory) -> Path:
     return path
 
 
-def _looks_like_torch(path: Path) -> bool:
-    """torch.save's zip archive (…/data.pkl inside) or a legacy pickle (protocol 2 opcode first)."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
-
-
 def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: bool = False) -> Path:
     """Write `params` and the model description as step `step` of a new checkpoint folder `directory`.
 
     The folder is written beside its final name and renamed when complete. OutputExists if `directory`
-    exists and is not empty (a checkpoint or anything else) and not `overwrite`; with `overwrite` the old
-    folder is replaced only once the new one is complete. CheckpointError if `params` do not fit `model`.
+    exists and is not empty (a checkpoint or anything else) and not `overwrite`, also where another process
+    made it meanwhile (the rename fails on a folder that is not empty); with `overwrite` the old folder is
+    replaced once the new one is complete, holding it (`vdsr_jax.ownership`: OutputInUse where a training
+    run is writing it). CheckpointError if `params` do not fit `model`.
     """
     validate_params(params, model)
     path = Path(directory).expanduser().absolute()
     refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
         options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False)
         with ocp.CheckpointManager(staging, options=options) as manager:
@@ -106,16 +130,29 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
                 ),
                 force=True,
             )
-        if path.exists():
-            retired = path.with_name(f".{path.name}.{os.getpid()}.old")
-            path.rename(retired)
-            staging.rename(path)
-            shutil.rmtree(retired)
+        if overwrite and path.exists():
+            with hold(path):  # a training run's workdir is replaced only when no run is writing it
+                retired = path.with_name(f"{staging.name[:-len('.partial')]}.old")
+                path.rename(retired)
+                staging.rename(path)
+                shutil.rmtree(retired)
         else:
-            staging.rename(path)
+            _rename_to_new(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _rename_to_new(staging: Path, path: Path) -> None:
+    """Rename the folder `staging` to `path`, which may be missing or an empty folder; OutputExists where it
+    is anything else (rename(2) replaces only an empty folder)."""
+    try:
+        staging.rename(path)
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            raise
+        raise OutputExists(f"{path} already exists (written meanwhile by another process); pass --overwrite to "
+                           "replace it") from None
 
 
 def on_first_local_device(metadata: dict) -> dict:
@@ -190,25 +227,51 @@ def save_training(manager: ocp.CheckpointManager, state, model: VDSR, data_key, 
     manager.wait_until_finished()
 
 
-def restore_training(manager: ocp.CheckpointManager, state, data_key, warn=print):
-    """(state, data_key) of the newest readable step, or the inputs when there is none.
+def restore_training(manager: ocp.CheckpointManager, state, data_key):
+    """(state, data_key) of the newest step, or the inputs when there is none.
 
-    A step that cannot be read (corrupt or truncated files) is reported through `warn` and the one
-    before it is tried.
+    CheckpointError where that step cannot be read (damaged or truncated files, or not a training checkpoint
+    of this state's structure): an older step is not taken instead, since the run would then reach the
+    damaged step's number again and orbax cannot write a step that exists; nothing is changed.
     """
+    step = manager.latest_step()
+    if step is None:
+        return state, data_key
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                             {PARAMS: state.params, TRAIN: _train_item(state, data_key)})
-    for step in sorted(manager.all_steps(), reverse=True):
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**{
+            PARAMS: ocp.args.StandardRestore(abstract[PARAMS]),
+            TRAIN: ocp.args.StandardRestore(abstract[TRAIN]),
+        }))
+    except Exception as e:  # orbax raises many types for unreadable data; one message for all
+        earlier = [s for s in manager.all_steps() if s < step]
+        resume = (f"move {Path(manager.directory) / str(step)} elsewhere to resume from step {max(earlier)}, or "
+                  if earlier else "")
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} cannot be read ({type(e).__name__}: {str(e)[:200]}); "
+            f"nothing was changed: {resume}start a new run with another --workdir") from None
+    train = restored[TRAIN]
+    state = state.replace(step=train["step"], params=restored[PARAMS], opt_state=train["opt_state"])
+    return state, jax.random.wrap_key_data(train["data_key"])
+
+
+def saved_model_spec(directory) -> tuple[int, dict] | None:
+    """(the newest step, its `model` item: the VDSR description) of the checkpoint manager root `directory`;
+    None where it holds no step. Reads that JSON item only. CheckpointError where it cannot be read."""
+    path = Path(directory).expanduser().absolute()
+    if not path.is_dir():
+        return None
+    options = ocp.CheckpointManagerOptions(read_only=True)
+    with ocp.CheckpointManager(path, options=options, item_handlers={MODEL: ocp.JsonCheckpointHandler()}) as manager:
+        step = manager.latest_step()
+        if step is None:
+            return None
         try:
-            restored = manager.restore(step, args=ocp.args.Composite(**{
-                PARAMS: ocp.args.StandardRestore(abstract[PARAMS]),
-                TRAIN: ocp.args.StandardRestore(abstract[TRAIN]),
-            }))
-        except Exception as e:  # any unreadable step: fall back to the previous one
-            warn(f"warning: checkpoint step {step} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
-                 "trying the previous one")
-            continue
-        train = restored[TRAIN]
-        state = state.replace(step=train["step"], params=restored[PARAMS], opt_state=train["opt_state"])
-        return state, jax.random.wrap_key_data(train["data_key"])
-    return state, data_key
+            spec = manager.restore(step, args=ocp.args.Composite(**{MODEL: ocp.args.JsonRestore()}))[MODEL]
+        except Exception as e:  # as in load_model
+            raise CheckpointError(f"cannot read the model description of checkpoint step {step} in {path}: "
+                                  f"{type(e).__name__}: {str(e)[:200]}") from None
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"the model description of checkpoint step {step} in {path} is not a JSON object")
+    return step, spec

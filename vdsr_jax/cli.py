@@ -66,3 +66,18 @@ def report_errors(main):
             return 130
 
     return wrapped
+
+
+CHECKPOINT_HELP = ("weights: a checkpoint folder (from vdsr-convert or vdsr-train) or training workdir, a .npz or "
+                   ".safetensors file, or a torch file (needs torch); default: the weights bundled with the package")
+
+
+def load_checkpoint(path):
+    """`vdsr_jax.weight_forms.load_weights(path)` for a command's --checkpoint, its notes as `note:` lines."""
+    from vdsr_jax.weight_forms import load_weights
+
+    notes = []
+    loaded = load_weights(path, notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return loaded

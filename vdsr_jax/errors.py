@@ -56,6 +56,10 @@ class OutputExists(UserError):
     """An output path that already holds a result, written again without `--overwrite`."""
 
 
+class OutputInUse(UserError):
+    """An output folder another process is writing now: a training workdir held by its run (`vdsr_jax.ownership`)."""
+
+
 class MissingDependency(UserError):
     """An optional package that the requested feature needs is not installed; the message says how to install it."""
 

@@ -1,6 +1,6 @@
 """Evaluate VDSR on benchmark folders under the protocol of Kim, Lee & Lee (CVPR 2016).
 
-    vdsr-evaluate --data-dir DIR [--data-dir DIR ...] [--checkpoint DIR|FILE.npz] [--scales 2,3,4] [--json OUT]
+    vdsr-evaluate --data-dir DIR [--data-dir DIR ...] [--checkpoint WEIGHTS] [--scales 2,3,4] [--json OUT]
     (or: python -m vdsr_jax.evaluate …)
 
 Prints a Markdown table (dataset, scale, images, bicubic and VDSR PSNR/SSIM, seconds) and writes the same
@@ -13,20 +13,20 @@ printed as `inf` and written to JSON as the string "inf" (JSON has no infinity).
 its folder, or by as much of the folder's path as tells it from the others (`A/HR`, `B/HR`). The --json
 location is checked before any work, and the table is printed before the file is written.
 
-Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
-ships none says so in one line.
+--checkpoint takes weights of any form (`vdsr_jax.weight_forms`: a checkpoint folder or training workdir, a
+.npz or .safetensors file, a torch file). Without it the weights bundled with the package are used
+(`vdsr_jax.pretrained`); a version that ships none says so in one line.
 """
 import math
 import sys
 from pathlib import Path
 
 from vdsr_jax import strict_json
-from vdsr_jax.cli import ArgumentParser, report_errors
+from vdsr_jax.cli import CHECKPOINT_HELP, ArgumentParser, load_checkpoint, report_errors
 from vdsr_jax.data import load_folder
 from vdsr_jax.errors import UserError
 from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.media import atomic_output, check_writable, refuse_existing
-from vdsr_jax.pretrained import load_any
 from vdsr_jax.protocol import evaluate_sets
 from vdsr_jax.resize import MAX_SCALE
 
@@ -79,9 +79,7 @@ def markdown_table(rows: list[dict]) -> str:
 @report_errors
 def main(argv=None) -> int:
     parser = ArgumentParser(prog="vdsr-evaluate", description=__doc__)
-    parser.add_argument("--checkpoint",
-                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
-                             "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--data-dir", required=True, action="append",
                         help="folder of HR images (image files by suffix; hidden names skipped); repeatable")
     parser.add_argument("--scales", default="2,3,4", help="comma-separated integer scales (2,3,4)")
@@ -94,12 +92,12 @@ def main(argv=None) -> int:
         refuse_existing(args.json, args.overwrite)
     names = dataset_names(args.data_dir)
     sets = {name: load_folder(d, scales) for name, d in zip(names, args.data_dir)}  # all fail before any work
-    model, params = load_any(args.checkpoint)
+    model, params = load_checkpoint(args.checkpoint)
     rows = evaluate_sets(TiledVDSR(model, params), sets, scales)
     print(markdown_table(rows))  # first: a JSON file that cannot be written loses nothing else
     if args.json is not None:
         document = {"checkpoint": str(args.checkpoint) if args.checkpoint else "bundled", "results": rows}
-        with atomic_output(args.json) as tmp:
+        with atomic_output(args.json, args.overwrite) as tmp:
             tmp.write_text(strict_json.dumps(document, indent=2) + "\n")
     return 0
 

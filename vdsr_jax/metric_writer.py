@@ -69,7 +69,7 @@ class MetricWriter:
 
     def _rewrite(self):
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(self.jsonl) as tmp:
+        with atomic_output(self.jsonl, overwrite=True) as tmp:
             tmp.write_text("".join(_line(r) for r in self.history))
 
     def write(self, step: int, scalars: dict):
@@ -102,7 +102,7 @@ class MetricWriter:
         if psnr_names:
             ax_psnr.legend(fontsize="small")
         fig.tight_layout()
-        with atomic_output(self.plot_path) as tmp:
+        with atomic_output(self.plot_path, overwrite=True) as tmp:
             fig.savefig(tmp, dpi=90, format="png")
         return self.plot_path
 

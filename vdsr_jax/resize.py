@@ -87,6 +87,24 @@ def resize_weights(in_len: int, out_len: int, scale: float) -> ResizeWeights:
     return ResizeWeights(first, banded, in_len)
 
 
+PHASE_TAPS = 5  # taps of each integer-scale phase filter: input samples q − 2 … q + 2
+
+
+def phase_filters(scale: int) -> np.ndarray:
+    """MATLAB's bicubic upscaling by an integer `scale` as `scale` fixed filters: float64 scale×PHASE_TAPS,
+    output sample scale·q + p (0-based) = Σ_k filters[p, k] · input[q + k − 2], with the input extended by
+    2 samples of symmetric padding (mirrored, edge sample repeated: MATLAB's rule, numpy's 'symmetric').
+
+    At an integer scale output sample scale·q + p reads around input q + (p + ½)/scale − ½, so its weights
+    depend on the phase p alone; they are read off `resize_weights` at an inner sample, where no tap is
+    mirrored. Holds for inputs of at least 2 samples. ValueError unless `scale` is an integer ≥ 1."""
+    if isinstance(scale, bool) or not isinstance(scale, Integral) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    inner = PHASE_TAPS // 2
+    dense = resize_weights(PHASE_TAPS, scale * PHASE_TAPS, float(scale)).dense()
+    return dense[inner * scale:(inner + 1) * scale]
+
+
 def spatial_axes(ndim: int) -> tuple[int, int]:
     """The axes holding H, W (see the module docstring); ValueError for fewer than 2 dimensions."""
     if ndim == 2:

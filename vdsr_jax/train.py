@@ -5,8 +5,9 @@
 
 `--config` takes an installed config name (x234, x234_long, x2, x3, x4, pytorch_vdsr, demo, div2k; default demo) or the path
 of a `get_config()` file; every field can be overridden as `--config.FIELD=VALUE`. `--workdir` (default
-`runs/<config name>`) receives checkpoints, logs, plot and comparison images, and a run started again on
-the same workdir resumes. Several hosts: the `jax.distributed` flags below. The job itself
+`runs/<config name>`) receives checkpoints, logs, plot and comparison images; a run started again on
+the same workdir with the same model and recipe resumes (another is refused: docs/training.md, "Resuming"),
+and one run at a time writes a workdir. Several hosts: the `jax.distributed` flags below. The job itself
 is `vdsr_jax.training.train_and_evaluate(config, workdir)`.
 """
 import sys

@@ -1,10 +1,12 @@
 """Training VDSR data-parallel over all devices: `train_and_evaluate(config, workdir)` is the whole job.
 
-Runs resume from the newest readable checkpoint in `workdir/checkpoints` and continue bit for bit as if
-never stopped: the data of step t depends only on the checkpointed PRNG key and t. The host does not wait
-for each step: losses stay on the device and are read (and checked for being finite) at log, eval and
-checkpoint steps only. The command line is `vdsr-train` / `python -m vdsr_jax.train`.
+A run owns its workdir (`vdsr_jax.ownership`). A run of the same model and recipe (`vdsr_jax.workdir`)
+resumes from the newest checkpoint in `workdir/checkpoints` and continues bit for bit as if never stopped:
+the data of step t depends only on the checkpointed PRNG key and t. The host does not wait for each step:
+losses stay on the device and are read (and checked for being finite) at log, eval and checkpoint steps
+only. The command line is `vdsr-train` / `python -m vdsr_jax.train`.
 """
+import contextlib
 import math
 import os
 import time
@@ -19,7 +21,7 @@ from vdsr_jax import budget as budgets, checkpoint, distributed, optim, preempti
 from vdsr_jax.color import luminance, quantize
 from vdsr_jax.data import SKIMAGE_PREFIX, load_images, patches, pool
 from vdsr_jax.data.sources import DIRECT_PREFIXES, FOLDER_PREFIX, check_source, image_store, read_shapes
-from vdsr_jax.errors import ConfigError, DataError, TrainingDiverged, check_integer
+from vdsr_jax.errors import ConfigError, DataError, OutputInUse, TrainingDiverged, check_integer
 from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.media import atomic_output, check_writable, write_image
 from vdsr_jax.metric_writer import MetricWriter, Reporter
@@ -29,6 +31,8 @@ from vdsr_jax.panels import side_by_side
 from vdsr_jax.protocol import evaluate_sets
 from vdsr_jax.resize import MAX_SCALE, bicubic_degradation
 from vdsr_jax.train_step import create_train_state, data_mesh, make_sampling_train_step, replicated
+from vdsr_jax.ownership import hold
+from vdsr_jax.workdir import CHECKPOINTS, CONFIG_FILE, check_same_run
 
 
 def validate_config(config, device_count: int) -> None:
@@ -196,7 +200,7 @@ def write_comparisons(predict: TiledVDSR, images, scale: int, directory: Path, c
         bicubic, target = bicubic_degradation(luminance(image), scale)
         panels = [quantize(p, np.uint8)[..., None] for p in (bicubic, predict(bicubic), target)]
         written.append(write_image(directory / f"compare_{i}_x{scale}.png",
-                                   side_by_side(panels, ["bicubic", f"VDSR x{scale}", "HR"])))
+                                   side_by_side(panels, ["bicubic", f"VDSR x{scale}", "HR"]), overwrite=True))
     return written
 
 
@@ -223,18 +227,50 @@ def due(step: int, every: int, last: int) -> bool:
 def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     """Train per `config`, writing checkpoints, logs, plot and comparison images in `workdir`.
 
+    The run owns `workdir` while it trains (`vdsr_jax.ownership`), and resumes from its newest checkpoint
+    where that is of the same model and recipe (`vdsr_jax.workdir`).
     With `config.time_budget_minutes` > 0 the run, its final evaluation, comparison images and checkpoint
     end within that many minutes from `started` (time.time(); default: this call), the steps and the lr
     schedule planned to fit (`vdsr_jax.budget`; the plan kept in `workdir/plan.json` for a resume); reaching
     the budget is a normal end, reported as "budget reached after step N".
 
-    Returns the final eval metrics (`psnr/<set>_x<scale>` …, dB). ConfigError for a bad config, DataError
-    for missing data, TrainingDiverged when the loss stops being finite.
+    Returns the final eval metrics (`psnr/<set>_x<scale>` …, dB). Before any data is loaded or anything
+    compiled: ConfigError for a bad config or one of another model or recipe than the workdir's run,
+    OutputInUse where another run owns the workdir, CheckpointError for a newest checkpoint that cannot be
+    read (also found later, while restoring). Then DataError for missing data, TrainingDiverged when the loss
+    stops being finite.
     """
     started = time.time() if started is None else started
     workdir = Path(workdir).expanduser()
     validate_config(config, jax.device_count())
     check_writable(workdir, folder=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _owned(workdir):
+        check_same_run(resolved(config), workdir)
+        return _train(config, workdir, started)
+
+
+@contextlib.contextmanager
+def _owned(workdir: Path):
+    """`with _owned(workdir):` process 0 holds `workdir` (`vdsr_jax.ownership.hold`) for all the run's
+    processes; every process raises OutputInUse where it could not."""
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(hold(workdir))
+            except OutputInUse as e:
+                refusal = e
+        (refused,) = budgets.agree([refusal is not None], np.int32)  # the others would wait for process 0
+        if refusal is not None:
+            raise refusal
+        if refused:
+            raise OutputInUse(f"workdir {workdir} is in use by another run (process 0 was refused it)")
+        yield
+
+
+def _train(config, workdir: Path, started: float) -> dict:
+    """The run of `train_and_evaluate`, in a workdir it owns."""
     main_process = jax.process_index() == 0
     reporter = Reporter(enabled=main_process)
 
@@ -253,12 +289,11 @@ def train_and_evaluate(config, workdir, started: float | None = None) -> dict:
     # A global key, as multi-process orbax needs; device_put moves key data, not typed keys, across processes.
     data_key = jax.random.wrap_key_data(jax.device_put(jax.random.key_data(data_key), replicated(mesh)))
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    manager = checkpoint.training_manager(workdir / "checkpoints", config.keep_checkpoints)
-    state, data_key = checkpoint.restore_training(manager, state, data_key, warn=reporter.warn)
+    manager = checkpoint.training_manager(workdir / CHECKPOINTS, config.keep_checkpoints)
+    state, data_key = checkpoint.restore_training(manager, state, data_key)
     start = int(state.step)
     if main_process:
-        with atomic_output(workdir / "config.json") as tmp:
+        with atomic_output(workdir / CONFIG_FILE, overwrite=True) as tmp:
             tmp.write_text(resolved(config).to_json_best_effort(indent=2))
     writer = MetricWriter(workdir, resume_step=start) if main_process else None
     if start:

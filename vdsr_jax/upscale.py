@@ -1,6 +1,6 @@
 """Upscale image files with VDSR.
 
-    vdsr-upscale INPUT... --scale S -o OUT [--checkpoint DIR|FILE.npz] [--compare] [--tile N] [--overwrite]
+    vdsr-upscale INPUT... --scale S -o OUT [--checkpoint WEIGHTS] [--compare] [--tile N] [--overwrite]
                  [--crf Q] [--lossless] [--batch B]
     (or: python -m vdsr_jax.upscale …)
 
@@ -26,13 +26,18 @@ their own Y, and stay grey; alpha (an alpha channel, a palette entry or a PNG co
 bicubic. S may be any number from 1 to 16: the network input is MATLAB's bicubic upscale of Y to
 ceil(S·size). 16-bit images stay 16-bit in PNG and TIFF (JPEG, BMP and WebP hold 8 bits); JPEG and BMP
 cannot hold alpha, WebP at most 16383 pixels a side: such outputs are refused before any work. EXIF
-orientation is applied; metadata is not copied. Large images run in
+orientation is applied to the pixels. The ICC colour profile and EXIF (Orientation then 1, the pixel size
+updated, no thumbnail) are kept in PNG, JPEG, WebP and TIFF outputs, the profile in --compare panels; a
+`note:` says when an output (BMP) cannot hold them. TIFFs are read in the colours their photometric
+interpretation means (CMYK, palette, min-is-white, YCbCr and CIELab are converted); masks, raw sensor data
+and the like are refused by name. Large images run in
 tiles, so memory follows the tile size. Existing outputs are refused unless --overwrite. Files are written
 under a temporary name and renamed when complete. A file that fails is reported at the end, the others are
 still written, and the exit status is then 1.
 
-Without --checkpoint the weights bundled with the package are used (`vdsr_jax.pretrained`); a version that
-ships none says so in one line.
+--checkpoint takes weights of any form (`vdsr_jax.weight_forms`: a checkpoint folder or training workdir, a
+.npz or .safetensors file, a torch file). Without it the weights bundled with the package are used
+(`vdsr_jax.pretrained`); a version that ships none says so in one line.
 """
 import argparse
 import difflib
@@ -41,14 +46,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vdsr_jax.cli import ArgumentParser, report_errors
+from vdsr_jax.cli import CHECKPOINT_HELP, ArgumentParser, load_checkpoint, report_errors
 from vdsr_jax.errors import ImageError, UserError, known_names
 from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
-from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_encodable,
-                            check_writable, is_frame_file, list_images, read_image, refuse_existing, transcode,
-                            write_image)
+from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageMetadata,
+                            check_encodable, check_writable, is_frame_file, list_images, metadata_note,
+                            read_image_and_metadata, refuse_existing, transcode, write_image)
 from vdsr_jax.panels import side_by_side
-from vdsr_jax.pretrained import load_any
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + FRAME_SUFFIXES
@@ -112,43 +116,51 @@ def compare_path(output: Path) -> Path:
 
 
 def upscale_frame_file(source, target, scale: float, net: TiledVDSR, crf: int | None = None,
-                       lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None) -> int:
+                       lossless: bool = False, batch: int = DEFAULT_BATCH, progress=None,
+                       overwrite: bool = False) -> int:
     """Upscale every frame of a video or multi-frame image `source` (or a still written as a GIF or APNG) into
     `target` as a stream (`vdsr_jax.media.transcode`, `inference.upscale_frames`: `batch` tile windows per
     device call); returns the number of frames. What is kept, `crf`, `lossless` and the errors as `transcode`
     has them; its notes are printed as `note:` lines. Nothing is left at `target` unless every frame was
-    written."""
+    written; `overwrite` replaces an existing `target`, which is otherwise never replaced (OutputExists)."""
     return transcode(source, target, lambda height, width: BicubicWindows(height, width, scale).out_shape,
-                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress,
+                     lambda frames: upscale_frames(frames, scale, net, batch), crf, lossless, progress, overwrite,
                      note=lambda text: tqdm.write(f"note: {text}", file=sys.stderr))
 
 
 def upscale_file(source: Path, target: Path, scale: float, net: TiledVDSR, compare: bool, tiles_bar,
-                 frame_options=None) -> None:
+                 frame_options=None, overwrite: bool = False) -> None:
     """Read, upscale and write one image (and its comparison), or every frame of a video or multi-frame
-    image; ImageError naming the file on failure."""
+    image; ImageError naming the file on failure, OutputExists for an output that exists (written by another
+    process since the command checked) unless `overwrite`."""
     if is_frame_file(source) or target.suffix.lower() not in IMAGE_SUFFIXES:  # frames, or a GIF/APNG of one
-        upscale_frame_file(source, target, scale, net, progress=tiles_bar, **(frame_options or {}))
+        upscale_frame_file(source, target, scale, net, progress=tiles_bar, overwrite=overwrite,
+                           **(frame_options or {}))
         return
-    pixels = read_image(source)
+    pixels, metadata = read_image_and_metadata(source)
     height, width = BicubicWindows(*pixels.shape[:2], scale).out_shape
     check_encodable(target, height, width, pixels.shape[-1])
+    panel_metadata = ImageMetadata(icc_profile=metadata.icc_profile)  # the panel shows the same colours
+    notes = [metadata_note(target, metadata, pixels.shape[-1])]
+    if compare:
+        notes.append(metadata_note(compare_path(target), panel_metadata, 3))  # an RGB PNG
+    for note in filter(None, notes):
+        tqdm.write(f"note: {note}", file=sys.stderr)
     try:
         out, plain = upscale_image(pixels, scale, net, bicubic=compare, progress=tiles_bar)
     except ImageError as e:
         raise ImageError(f"{source}: {e}") from None
-    write_image(target, out)
+    write_image(target, out, overwrite, metadata=metadata)
     if compare:
-        write_image(compare_path(target), side_by_side([plain, out], ["bicubic", f"VDSR {scale_label(scale)}"]))
+        write_image(compare_path(target), side_by_side([plain, out], ["bicubic", f"VDSR {scale_label(scale)}"]),
+                    overwrite, metadata=panel_metadata)
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vdsr-upscale", description=__doc__)
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image, animation or video files, or folders of them")
-    parser.add_argument("--checkpoint",
-                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
-                             "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--scale", required=True, type=parse_scale, help=f"upscaling factor, 1 to {MAX_SCALE}")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="output folder, or output file when there is one input file")
@@ -171,7 +183,7 @@ def main(argv=None) -> int:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     files = list_images(args.inputs, suffixes=INPUT_SUFFIXES)
     pairs = output_paths(args.inputs, files, args.output, args.scale, args.compare, args.overwrite)
-    model, params = load_any(args.checkpoint)
+    model, params = load_checkpoint(args.checkpoint)
     try:
         net = TiledVDSR(model, params, tile=args.tile)
     except ValueError as e:
@@ -183,7 +195,7 @@ def main(argv=None) -> int:
             with tqdm(desc=source.name, unit=unit, leave=False, disable=None) as tiles_bar:
                 try:
                     upscale_file(source, target, args.scale, net, args.compare, tiles_bar,
-                                 dict(crf=args.crf, lossless=args.lossless, batch=args.batch))
+                                 dict(crf=args.crf, lossless=args.lossless, batch=args.batch), args.overwrite)
                 except UserError as e:
                     failures.append(str(e))
                 else:

@@ -186,7 +186,7 @@ def write_json(path, data) -> None:
     """Atomic: a stage killed while writing leaves the previous version."""
     from vdsr_jax.media import atomic_output
 
-    with atomic_output(path) as tmp:
+    with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
 
 

@@ -9,10 +9,12 @@ reader and writer for a path and streams a file through (`transcode`). PyAV is i
 
 from vdsr_jax.media.frame_files import frame_summary, is_frame_file, iter_frames, open_frames, transcode
 from vdsr_jax.media.frames import ANIMATION_SUFFIXES, FRAME_SUFFIXES, VIDEO_SUFFIXES, Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import (EXIF_ORIENTATION, IMAGE_SUFFIXES, atomic_output, check_encodable, check_writable,
-                                   decode_image, encode_image, list_images, read_image, refuse_existing, write_image)
+from vdsr_jax.media.images import (EXIF_ORIENTATION, IMAGE_SUFFIXES, ImageMetadata, atomic_output, check_encodable,
+                                   check_writable, decode_image, decode_image_and_metadata, encode_image, list_images,
+                                   metadata_note, read_image, read_image_and_metadata, refuse_existing, write_image)
 
 __all__ = ["ANIMATION_SUFFIXES", "EXIF_ORIENTATION", "FRAME_SUFFIXES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES",
-           "Frame", "FrameReader", "FrameWriter", "atomic_output", "check_encodable", "check_writable", "decode_image",
-           "encode_image", "frame_summary", "is_frame_file", "iter_frames", "list_images", "open_frames",
-           "read_image", "refuse_existing", "transcode", "write_image"]
+           "Frame", "FrameReader", "FrameWriter", "ImageMetadata", "atomic_output", "check_encodable",
+           "check_writable", "decode_image", "decode_image_and_metadata", "encode_image", "frame_summary",
+           "is_frame_file", "iter_frames", "list_images", "metadata_note", "open_frames", "read_image",
+           "read_image_and_metadata", "refuse_existing", "transcode", "write_image"]

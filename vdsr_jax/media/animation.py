@@ -17,7 +17,8 @@ from PIL import Image
 
 from vdsr_jax.errors import ImageError
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import PIL_MODES, channels_last, pillow_image, pillow_pixels, to_8_bits
+from vdsr_jax.media.images import (PIL_MODES, channels_last, pillow_image, pillow_pixels, tiff_page_pixels,
+                                   to_8_bits)
 
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 
@@ -31,7 +32,8 @@ class AnimationReader(FrameReader):
     an ImageError before any work. Pillow frames: 8 bits (16-bit grey, Pillow's I;16, as 16 bits), as
     `images.pillow_pixels` reads a still (palettes grey where their colours are); GIF frames after the first,
     which Pillow expands to RGB(A), count as grey where they hold grey only and the first frame is grey.
-    TIFF pages come in their own layout (8 or 16 bits, 1 to 4 channels), as `images.channels_last` reads them."""
+    TIFF pages come in their own layout (8 or 16 bits, 1 to 4 channels), in the colours their photometric
+    interpretation means, as a still TIFF is read (`images.tiff_page_pixels`)."""
 
     kind = "animation"
 
@@ -66,7 +68,8 @@ class AnimationReader(FrameReader):
     def _decode(self, index: int) -> np.ndarray:
         """Frame `index` as H×W×C uint8/uint16 pixels in its own layout (C = 1 to 4; GIF: see the class)."""
         if self.tiff:
-            return channels_last(self.file.pages[index].asarray(), f"{self.path} page {index + 1}")
+            name = f"{self.path} page {index + 1}"
+            return channels_last(tiff_page_pixels(self.file.pages[index], name)[0], name)
         self.file.seek(index)
         name = f"{self.path} frame {index + 1}"
         if self.file.mode in ("I;16", "I;16B", "I;16L", "I;16N"):

@@ -141,7 +141,8 @@ def open_writer(tmp: Path, target: Path, reader: FrameReader, height: int, width
 
 
 def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], process: Process,
-              crf: int | None = None, lossless: bool = False, progress=None, note=None) -> int:
+              crf: int | None = None, lossless: bool = False, progress=None, overwrite: bool = False,
+              note=None) -> int:
     """Rewrite every frame of a video or multi-frame image `source` into `target` as `process` turns it;
     returns the number of frames.
 
@@ -154,7 +155,8 @@ def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], 
     (and the frame, for a decoding failure or a frame of another size; the stream, for one the output cannot
     take); MissingDependency naming it where PyAV is needed and not installed (videos; GIF and APNG output);
     KeyboardInterrupt saying after how many frames it stopped. Nothing is left at `target` unless every frame
-    was written.
+    was written; OutputExists where `target` exists when the last frame is written, unless `overwrite`
+    (`vdsr_jax.media.atomic_output`).
     """
     source, target = Path(source), Path(target)
     written = 0
@@ -163,7 +165,7 @@ def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], 
         height, width = out_shape(reader.height, reader.width)
         if progress is not None:
             progress.reset(total=reader.count)
-        with atomic_output(target) as tmp:
+        with atomic_output(target, overwrite) as tmp:
             try:
                 writer = open_writer(tmp, target, reader, height, width, crf, lossless, note)
             except (*codec_errors(), ValueError) as e:

@@ -2,20 +2,30 @@
 
 Pixels are H×W×C numpy arrays of uint8 or uint16 samples, C = 1 (grey), 2 (grey + alpha), 3 (RGB) or
 4 (RGBA), upright (EXIF orientation applied), with transparency kept however the file carries it (an
-alpha channel, a palette entry or a PNG colour key). PNG goes through imagecodecs (libpng: 8 and 16 bits,
-colour keys), TIFF through tifffile, the 8-bit formats (JPEG, BMP, WebP, GIF) through Pillow. Every write
-goes to a temporary file in the target folder that is renamed into place when complete, so a failure or a
-kill never leaves a partial file under the real name.
+alpha channel, a palette entry or a PNG colour key), in RGB or grey (a TIFF's CMYK, palette, min-is-white,
+YCbCr or Lab samples are converted: `tiff_page_pixels`). PNG goes through imagecodecs (libpng: 8 and 16
+bits, colour keys), TIFF through tifffile, the 8-bit formats (JPEG, BMP, WebP, GIF) through Pillow. A
+photo's ICC profile and EXIF are read beside the pixels (`read_image_and_metadata`, `ImageMetadata`) and
+written with them where the format holds them (`encode_image`). Every write
+goes to a temporary file in the target folder that takes the real name when complete, so a failure or a
+kill never leaves a partial file under the real name, and (unless replacing is asked for) a file another
+process wrote there meanwhile is never replaced.
 """
 import contextlib
+import dataclasses
+import errno
+import functools
 import io
+import numbers
 import os
+import secrets
+import zlib
 from pathlib import Path
 
 import imagecodecs
 import numpy as np
 import tifffile
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
 from vdsr_jax.errors import ImageError, OutputExists, UserError
 
@@ -55,90 +65,337 @@ def list_images(paths, recursive: bool = False, suffixes=IMAGE_SUFFIXES) -> list
 
 # ---- reading ---------------------------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class ImageMetadata:
+    """What a photo carries besides its pixels, for writing it again (`write_image(..., metadata=)`).
+
+    `icc_profile`: the ICC colour profile's bytes, only where its colour space is the pixels' (RGB for 3-4
+    channels, GRAY for 1-2; a CMYK or Lab file is converted to sRGB on reading, which its profile then no
+    longer describes). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
+    structure) with the tags that describe the picture (IFD0: description, make, model, resolution, date,
+    artist, copyright; the Exif and GPS IFDs) and Orientation 1, since the pixels are read upright; the
+    thumbnail (IFD1, a picture of the old pixels), the tags of the file's own encoding and the program that
+    wrote it (Software, HostComputer) are left out. None where the file has none (resolution alone is none).
+    """
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+NO_METADATA = ImageMetadata()
+
+
 def read_image(path) -> np.ndarray:
     """H×W×C uint8 or uint16 pixels of an image file (see the module docstring).
 
-    Raises ImageError for a missing, damaged or unsupported file (floating-point or 32-bit samples), and for
-    a file of several frames (an animation, a multi-page TIFF): those are not cut to their first frame.
+    Raises ImageError for a missing, damaged or unsupported file (floating-point or 32-bit samples, TIFF
+    colour spaces listed in `tiff_page_pixels`), and for a file of several frames (an animation, a multi-page
+    TIFF): those are not cut to their first frame.
     """
+    return read_image_and_metadata(path)[0]
+
+
+def read_image_and_metadata(path) -> tuple[np.ndarray, ImageMetadata]:
+    """`read_image`'s pixels and the file's `ImageMetadata` (colour profile, EXIF)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
-        return decode_image(path.read_bytes(), name=str(path))
+        data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_image_and_metadata(data, name=str(path))
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """`read_image` for the bytes of a file; `name` is used in error messages."""
+    return decode_image_and_metadata(data, name)[0]
+
+
+def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndarray, ImageMetadata]:
+    """`read_image_and_metadata` for the bytes of a file; `name` is used in error messages."""
+    if data[:4] in TIFF_SIGNATURES:
+        return _decode_tiff(data, name)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            frames = getattr(im, "n_frames", 1)
-            if frames > 1:
-                raise ImageError(f"{name}: holds {frames} frames (an animation or multi-page file); "
-                                 "only single-frame images are supported")
+            _refuse_frames(getattr(im, "n_frames", 1), name)
+            icc = im.info.get("icc_profile")
             if im.format == "PNG":
-                pixels, orientation = imagecodecs.png_decode(data), png_orientation(data)
-                if orientation is None:  # in a text chunk: read as Pillow reads it (decoding it again)
-                    orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+                pixels, exif = imagecodecs.png_decode(data), png_exif(data)
+                if exif is None:  # in a text chunk: read as Pillow reads it (decoding it again)
+                    exif = im.getexif()
             else:
-                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-                pixels = tifffile.imread(io.BytesIO(data)) if im.format == "TIFF" else pillow_pixels(im, name)
+                exif = im.getexif()
+                if im.mode == "CMYK":  # a CMYK JPEG; Pillow has undone Adobe's inverted samples
+                    pixels, icc = cmyk_to_rgb(np.asarray(im), icc), None
+                else:
+                    pixels = pillow_pixels(im, name)
     except UnidentifiedImageError:
-        if data[:4] not in TIFF_SIGNATURES:
-            raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
-        return _decode_tiff(data, name)  # a layout Pillow cannot identify, e.g. 16-bit grey + alpha
+        raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {e}") from None
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - codecs raise OSError, SyntaxError, zlib.error, ... for damaged files
         raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
-    return orient(channels_last(pixels, name), orientation)
+    return _upright(pixels, exif.get(EXIF_ORIENTATION, 1), exif, icc, name)
+
+
+def profile_for(icc: bytes | None, channels: int) -> bytes | None:
+    """`icc` where its colour space (ICC.1 header, bytes 16-19) is that of pixels of `channels` channels
+    (GRAY for 1-2, RGB for 3-4), else None."""
+    return icc if icc and icc[16:20] == (b"GRAY" if channels <= 2 else b"RGB ") else None
+
+
+def _refuse_frames(frames: int, name: str) -> None:
+    if frames > 1:
+        raise ImageError(f"{name}: holds {frames} frames (an animation or multi-page file); "
+                         "only single-frame images are supported")
+
+
+def _upright(pixels, orientation: int, exif: Image.Exif, icc: bytes | None, name: str):
+    """(pixels upright as H×W×C, their ImageMetadata) from decoded samples and what the file carries."""
+    pixels = orient(channels_last(pixels, name), orientation)
+    return pixels, ImageMetadata(profile_for(icc, pixels.shape[-1]), picture_exif(exif))
+
+
+# The IFD0 tags that describe the picture rather than its encoding or the program that wrote the file (EXIF
+# 2.32, 4.6.4 A): ImageDescription, Make, Model, XResolution, YResolution, ResolutionUnit, DateTime, Artist,
+# Copyright.
+PICTURE_TAGS = (0x010E, 0x010F, 0x0110, 0x011A, 0x011B, 0x0128, 0x0132, 0x013B, 0x8298)
+RESOLUTION_TAGS = (0x011A, 0x011B, 0x0128)
+EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005
+PIXEL_X_DIMENSION, PIXEL_Y_DIMENSION = 0xA002, 0xA003
+
+
+def picture_tags(exif: Image.Exif, size: tuple[int, int] | None = None) -> dict:
+    """The picture tags of `exif` (see ImageMetadata) as {tag: value}, the Exif and GPS IFDs (and the Interop
+    IFD inside the Exif IFD) as nested {tag: value} dicts; Orientation left out. With `size` (height, width),
+    the Exif IFD's PixelXDimension and PixelYDimension, where present, give that size."""
+    tags = {tag: exif[tag] for tag in PICTURE_TAGS if tag in exif}
+    for ifd in (EXIF_IFD, GPS_IFD):
+        values = dict(exif.get_ifd(ifd))
+        if ifd == EXIF_IFD:  # Pillow gives the Interop pointer as an offset into the old bytes: nest its tags
+            interop = values.pop(INTEROP_IFD, None) and exif.get_ifd(INTEROP_IFD)
+            values.update({INTEROP_IFD: dict(interop)} if interop else {})
+            if size is not None:
+                values.update({tag: n for tag, n in ((PIXEL_X_DIMENSION, size[1]), (PIXEL_Y_DIMENSION, size[0]))
+                               if tag in values})
+        if values:
+            tags[ifd] = values
+    return tags
+
+
+def picture_exif(exif: Image.Exif, size: tuple[int, int] | None = None) -> bytes | None:
+    """EXIF bytes (`Image.Exif.tobytes`) of `picture_tags(exif, size)` with Orientation 1; None if none."""
+    tags = picture_tags(exif, size)
+    if not tags.keys() - set(RESOLUTION_TAGS):  # resolution alone (tifffile writes 1/1, no unit) says nothing
+        return None
+    kept = Image.Exif()
+    kept.update(tags)
+    kept[EXIF_ORIENTATION] = 1
+    return kept.tobytes()
+
+
+def load_exif(data: bytes) -> Image.Exif:
+    """`Image.Exif` of EXIF bytes (with or without the b"Exif\\0\\0" header)."""
+    exif = Image.Exif()
+    exif.load(data)
+    return exif
 
 
 TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little/big-endian TIFF and BigTIFF
 
 
-def _decode_tiff(data: bytes, name: str) -> np.ndarray:
-    """A TIFF through tifffile alone, its Orientation tag (274) applied; ImageError for several pages or a
-    damaged file."""
+def _decode_tiff(data: bytes, name: str):
+    """`decode_image_and_metadata` of a TIFF, through tifffile (any layout it reads); its Orientation tag
+    (274) applied, its EXIF read by Pillow (classic TIFF; BigTIFF keeps none)."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-            if len(tiff.pages) > 1:
-                raise ImageError(f"{name}: holds {len(tiff.pages)} frames (an animation or multi-page file); "
-                                 "only single-frame images are supported")
-            tag = tiff.pages[0].tags.get(EXIF_ORIENTATION)
-            pixels, orientation = tiff.asarray(), int(tag.value) if tag else 1
+            _refuse_frames(len(tiff.pages), name)
+            page = tiff.pages[0]
+            tag = page.tags.get(EXIF_ORIENTATION)
+            orientation = int(tag.value) if tag else 1
+            pixels, icc = tiff_page_pixels(page, name)
+            shaped = page.is_shaped
+        exif = Image.Exif()
+        if data[:4] in TIFF_SIGNATURES[:2]:
+            exif.load(data)
+            if shaped:  # ImageDescription holds tifffile's JSON of the array's shape, not a description
+                del exif[0x010E]
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises TiffFileError, ValueError, ... for damaged files
         raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
-    return orient(channels_last(pixels, name), orientation)
+    return _upright(pixels, orientation, exif, icc, name)
 
 
-def png_orientation(data: bytes) -> int | None:
-    """The EXIF orientation (1-8; 1 without one) of PNG file bytes, from its eXIf chunk, found by walking the
-    chunk headers; None where a text chunk may hold it (ImageMagick's raw EXIF profile, XMP), which only
-    Pillow's `getexif` reads. That decodes all the pixels first, because eXIf may follow the image data
-    (PNG 3rd edition, eXIf); this skips them by their lengths."""
-    pos, orientation, in_text = 8, None, False  # after the signature
+# Photometric interpretations that are not pictures to upscale, and why (TIFF 6.0, DNG 1.4, TIFF/EP).
+_NOT_PICTURES = {"MASK": "a transparency mask", "CFA": "raw colour filter array samples",
+                 "LINEAR_RAW": "raw linear sensor samples", "LOGL": "floating-point log luminance",
+                 "LOGLUV": "floating-point log luminance and chroma", "DEPTH_MAP": "a depth map",
+                 "SEMANTIC_MASK": "a semantic mask"}
+_COLOUR_SAMPLES = {"MINISWHITE": 1, "MINISBLACK": 1, "PALETTE": 1, "RGB": 3, "YCBCR": 3, "CIELAB": 3,
+                   "ICCLAB": 3, "SEPARATED": 4}
+_JPEG = 7  # TIFF Compression: JPEG ("new-style", TIFF Technical Note 2)
+
+
+def tiff_page_pixels(page, name: str) -> tuple[np.ndarray, bytes | None]:
+    """(H×W×C pixels, ICC profile or None) of one tifffile page, in the colours its photometric
+    interpretation means: min-is-white inverted; palette indices looked up (8 bits, the top byte of each
+    16-bit entry, as Pillow and libtiff read them; a grey palette gives grey); CMYK (separated, InkSet 1,
+    4 inks) converted to RGB through its ICC profile where it has one, else as Pillow converts it,
+    R = (1 - C)(1 - K); YCbCr decoded (JPEG-compressed by the JPEG codec; else with the TIFF defaults
+    ReferenceBlackWhite 0/255/128/255/128/255 and Rec. 601 coefficients, as Pillow converts it); CIELab and
+    ICCLab (8 bits, D50, the white point libtiff assumes) converted to sRGB by LittleCMS. Planar
+    configuration separate is interleaved; samples of 2-7 bits are scaled to 8 and of 9-15 bits to 16
+    (v · (2^out - 1) / (2^bits - 1), rounded); the first alpha extra sample is kept (associated alpha
+    un-premultiplied), unspecified extra samples are dropped, as Pillow drops them. The profile is
+    returned where the pixels are still in its colour space (not after a CMYK or Lab conversion).
+    ImageError naming the interpretation for any other (mask, CFA, LogLuv, ITULab, other inks, chroma-
+    subsampled or 16-bit uncompressed YCbCr, 16-bit Lab)."""
+    photometric = getattr(page.photometric, "name", str(page.photometric))
+    if photometric in _NOT_PICTURES:
+        raise ImageError(f"{name}: TIFF photometric interpretation {photometric} ({_NOT_PICTURES[photometric]}) "
+                         "is not an image to upscale")
+    if photometric not in _COLOUR_SAMPLES:
+        raise ImageError(f"{name}: TIFF photometric interpretation {photometric} is not supported")
+    samples = page.asarray()
+    if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.samplesperpixel > 1:
+        samples = np.moveaxis(samples, -3, -1)
+    if samples.ndim == 2:
+        samples = samples[..., None]
+    if samples.dtype == bool:  # 1 bit: 0/255, or palette indices 0/1
+        samples = samples.astype(np.uint8) * (1 if photometric == "PALETTE" else 255)
+    elif photometric != "PALETTE":
+        samples = _full_range(samples, page.bitspersample)
+    extras = [int(kind) for kind in page.extrasamples]
+    split = samples.shape[-1] - len(extras)
+    colours, extra = samples[..., :split], samples[..., split:]
+    alphas = [i for i, kind in enumerate(extras) if kind in (1, 2)]  # associated, unassociated
+    alpha = extra[..., alphas[:1]]
+    icc = page.iccprofile
+    if photometric == "SEPARATED":
+        inkset = page.tags.get(332)  # InkSet: 1 = CMYK (the default), 2 = other inks
+        if (inkset.value if inkset else 1) != 1 or colours.shape[-1] != 4:
+            raise ImageError(f"{name}: TIFF photometric interpretation SEPARATED with {colours.shape[-1]} inks "
+                             "other than CMYK is not supported")
+    elif colours.shape[-1] != _COLOUR_SAMPLES[photometric]:
+        raise ImageError(f"{name}: TIFF photometric interpretation {photometric} with {colours.shape[-1]} "
+                         "colour samples is not supported")
+    if photometric == "MINISWHITE":
+        colours = np.iinfo(colours.dtype).max - colours
+    elif photometric == "PALETTE":
+        colours = _palette_colours(colours[..., 0], page.colormap)
+    elif photometric == "SEPARATED":
+        colours, icc = cmyk_to_rgb(colours, icc), None
+    elif photometric == "YCBCR" and page.compression != _JPEG:
+        colours = _ycbcr_to_rgb(colours, page, name)
+    elif photometric in ("CIELAB", "ICCLAB"):
+        colours, icc = _lab_to_rgb(colours, photometric, name), None
+    if alpha.shape[-1] and extras[alphas[0]] == 1:  # associated: colour samples premultiplied by alpha
+        colours = _unpremultiply(colours, alpha)
+    return np.concatenate([colours, alpha.astype(colours.dtype)], axis=-1), icc
+
+
+def _full_range(samples: np.ndarray, bits: int) -> np.ndarray:
+    """Integer samples of `bits` bits scaled to the full range of 8 (2-7 bits) or 16 bits (9-15 bits)."""
+    if not np.issubdtype(samples.dtype, np.unsignedinteger) or bits in (8, 16) or bits > 16:
+        return samples  # channels_last refuses what is not 8 or 16 bits
+    out = np.uint8 if bits < 8 else np.uint16
+    return np.rint(samples * (np.iinfo(out).max / (2 ** bits - 1))).astype(out)
+
+
+def _palette_colours(indices: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """H×W×3 (or ×1 for a grey palette) uint8 colours of palette `indices` in a 3×N 16-bit TIFF ColorMap;
+    a colour map whose entries are all below 256 holds 8-bit values (a known writer error, read as libtiff
+    reads it)."""
+    entries = colormap if colormap.max() < 256 else colormap >> 8
+    colours = np.moveaxis(entries.astype(np.uint8)[:, indices], 0, -1)
+    return colours[..., :1] if (entries == entries[:1]).all() else colours
+
+
+def cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None = None) -> np.ndarray:
+    """H×W×3 RGB of H×W×4 uint8/uint16 CMYK samples: through `icc` (a CMYK ICC profile) to sRGB by LittleCMS,
+    8 bits, where given; else as Pillow's convert("RGB") does, R = (1 - C)(1 - K), G and B alike, rounded."""
+    if icc is not None:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        image = Image.fromarray(to_8_bits(cmyk), "CMYK")
+        return np.asarray(ImageCms.profileToProfile(image, profile, _srgb(), outputMode="RGB",
+                                                    flags=EXACT_TRANSFORM))
+    top = np.iinfo(cmyk.dtype).max
+    ink = cmyk.astype(np.float64) / top
+    return np.rint((1 - ink[..., :3]) * (1 - ink[..., 3:]) * top).astype(cmyk.dtype)
+
+
+def _ycbcr_to_rgb(ycbcr: np.ndarray, page, name: str) -> np.ndarray:
+    """Uncompressed 8-bit YCbCr without chroma subsampling, at the TIFF defaults, to RGB (Pillow's convert)."""
+    defaults = all(_tag_numbers(page, tag, default) == default for tag, default in (
+        (532, (0, 255, 128, 255, 128, 255)), (529, (0.299, 0.587, 0.114))))  # ReferenceBlackWhite, coefficients
+    if ycbcr.dtype != np.uint8 or tuple(page.subsampling or (1, 1)) != (1, 1) or not defaults:
+        raise ImageError(f"{name}: TIFF photometric interpretation YCBCR uncompressed with chroma subsampling, "
+                         "more than 8 bits or other than the default coefficients is not supported")
+    return np.asarray(Image.fromarray(np.ascontiguousarray(ycbcr), "YCbCr").convert("RGB"))
+
+
+def _tag_numbers(page, tag: int, default: tuple) -> tuple:
+    """A RATIONAL tag's numbers (tifffile gives numerator, denominator pairs), rounded to 4 places; `default`
+    where the page has none."""
+    value = page.tags[tag].value if tag in page.tags else default
+    if len(value) == 2 * len(default):
+        value = np.divide(value[::2], value[1::2])
+    return tuple(np.round(np.asarray(value, float), 4))
+
+
+def _lab_to_rgb(lab: np.ndarray, photometric: str, name: str) -> np.ndarray:
+    """8-bit CIELab (a*, b* signed) or ICCLab (a*, b* offset by 128) samples to sRGB, by LittleCMS from Lab D50."""
+    if lab.dtype != np.uint8:
+        raise ImageError(f"{name}: TIFF photometric interpretation {photometric} with {lab.dtype} samples "
+                         "is not supported (8 bits)")
+    if photometric == "ICCLAB":
+        lab = lab ^ np.array([0, 128, 128], np.uint8)  # offset by 128 -> two's complement, as Pillow's LAB holds it
+    image = Image.fromarray(np.ascontiguousarray(lab), "LAB")
+    return np.asarray(ImageCms.profileToProfile(image, ImageCms.createProfile("LAB"), _srgb(), outputMode="RGB",
+                                                flags=EXACT_TRANSFORM))
+
+
+# LittleCMS computes each pixel's transform instead of interpolating in a precomputed table, which is off
+# by up to 10 of 255 in dark Lab colours.
+EXACT_TRANSFORM = ImageCms.Flags.NOOPTIMIZE
+
+
+@functools.cache
+def _srgb():
+    return ImageCms.createProfile("sRGB")
+
+
+def _unpremultiply(colours: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Colour samples premultiplied by `alpha` (same dtype) divided by it, rounded; 0 where alpha is 0."""
+    top = np.iinfo(colours.dtype).max
+    straight = colours.astype(np.float64) * top / np.maximum(alpha, 1)
+    return np.where(alpha == 0, 0, np.minimum(np.rint(straight), top)).astype(colours.dtype)
+
+
+def png_exif(data: bytes) -> Image.Exif | None:
+    """The EXIF of PNG file bytes from its eXIf chunk (empty without one), found by walking the chunk
+    headers; None where a text chunk may hold the orientation that eXIf lacks (ImageMagick's raw EXIF
+    profile, XMP), which only Pillow's
+    `getexif` reads. That decodes all the pixels first, because eXIf may follow the image data (PNG 3rd
+    edition, eXIf); this skips them by their lengths."""
+    pos, exif, in_text = 8, None, False  # after the signature
     while pos + 8 <= len(data):
         length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
         if kind == b"eXIf":
             exif = Image.Exif()
             exif.load(data[pos + 8:pos + 8 + length])
-            orientation = exif.get(EXIF_ORIENTATION)
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):  # a keyword of 1-79 bytes, then a NUL
             keyword = data[pos + 8:pos + 8 + min(length, 80)].split(b"\0", 1)[0]
             in_text |= keyword in (b"Raw profile type exif", b"XML:com.adobe.xmp")
         elif kind == b"IEND":
             break
         pos += 12 + length  # length, type, data, CRC
-    if orientation is not None:
-        return orientation
-    return None if in_text else 1
+    if exif is not None and (EXIF_ORIENTATION in exif or not in_text):
+        return exif
+    return None if in_text else Image.Exif()
 
 
 def pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
@@ -221,23 +478,131 @@ def _check_encodable(fmt: str, height: int, width: int, channels: int, name: str
                          f"{limit} per side; write .png or .tif")
 
 
-def encode_image(pixels: np.ndarray, fmt: str) -> bytes:
+# The formats whose files can hold an ICC profile and EXIF (as written here).
+METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+
+
+# JPEG's APP1 segment holds at most 65533 bytes: its 2-byte length counts itself (Pillow refuses more).
+JPEG_EXIF_BYTES = 65533
+
+
+def _not_kept(fmt: str, metadata: ImageMetadata, channels: int) -> dict[str, str]:
+    """{"colour profile" or "EXIF": why} for each part of `metadata` that a `fmt` file of `channels`
+    channels cannot hold."""
+    reasons = {}
+    if metadata.icc_profile and fmt not in METADATA_FORMATS:
+        reasons["colour profile"] = f"{fmt} holds none"
+    elif metadata.icc_profile and not profile_for(metadata.icc_profile, channels):
+        reasons["colour profile"] = "its colour space is not the image's"
+    if metadata.exif and fmt not in METADATA_FORMATS:
+        reasons["EXIF"] = f"{fmt} holds none"
+    elif metadata.exif and fmt == "JPEG" and len(metadata.exif) > JPEG_EXIF_BYTES:
+        reasons["EXIF"] = f"{len(metadata.exif)} bytes, over JPEG's {JPEG_EXIF_BYTES}"
+    return reasons
+
+
+def kept_metadata(fmt: str, metadata: ImageMetadata, channels: int) -> ImageMetadata:
+    """The part of `metadata` that `encode_image` writes into a `fmt` file of `channels` channels: nothing for
+    a format that holds none (BMP), the profile only where its colour space is the pixels', EXIF in JPEG
+    only up to JPEG_EXIF_BYTES."""
+    lost = _not_kept(fmt, metadata, channels)
+    return ImageMetadata(None if "colour profile" in lost else metadata.icc_profile,
+                         None if "EXIF" in lost else metadata.exif)
+
+
+def metadata_note(path, metadata: ImageMetadata, channels: int) -> str | None:
+    """One line naming what of `metadata` a file at `path` of `channels` channels will not hold (see
+    `kept_metadata`) and why, or None where it holds all of it."""
+    groups = {}
+    for what, why in _not_kept(output_format(path), metadata, channels).items():
+        groups.setdefault(why, []).append(what)
+    parts = [f"the {' and the '.join(whats)} of the input not kept ({why})" for why, whats in groups.items()]
+    return f"{path}: {'; '.join(parts)}" if parts else None
+
+
+def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_METADATA) -> bytes:
     """File bytes of H×W×C uint8/uint16 pixels in `fmt`. PNG and TIFF keep 16 bits; JPEG, BMP and WebP hold
     8 bits (16-bit samples are rounded to the nearest 8-bit value). ImageError if `fmt` cannot hold the
-    image's alpha channel."""
+    image's alpha channel.
+
+    `metadata` (see `kept_metadata` for what a format keeps) is written as PNG iCCP and eXIf chunks, JPEG
+    APP2 ICC_PROFILE and APP1 Exif segments, WebP ICCP and EXIF chunks, TIFF InterColorProfile (34675) and
+    IFD0 picture tags with Exif and GPS IFDs; its EXIF with Orientation 1 and PixelXDimension/
+    PixelYDimension, where present, giving the pixels' size. The pixels are written as without it."""
+    pixels = np.ascontiguousarray(pixels)  # the encoders take C-ordered buffers only (a transposed view fails)
     channels = pixels.shape[-1]
     _check_encodable(fmt, *pixels.shape, name=f"a {fmt} file")
+    metadata = kept_metadata(fmt, metadata, channels)
+    exif = metadata.exif and load_exif(metadata.exif)
     if fmt == "PNG":
-        return imagecodecs.png_encode(pixels[..., 0] if channels == 1 else pixels, level=6)
+        png = imagecodecs.png_encode(pixels[..., 0] if channels == 1 else pixels, level=6)
+        return _png_with_metadata(png, metadata.icc_profile, exif and picture_exif(exif, pixels.shape[:2]))
     if fmt == "TIFF":
-        buffer = io.BytesIO()
-        tifffile.imwrite(buffer, pixels[..., 0] if channels == 1 else pixels,
-                         photometric="minisblack" if channels <= 2 else "rgb",
-                         extrasamples=("unassalpha",) if channels in (2, 4) else None)
-        return buffer.getvalue()
+        return _tiff_with_metadata(pixels, metadata.icc_profile, exif and picture_tags(exif, pixels.shape[:2]))
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
+    if metadata.icc_profile:
+        options["icc_profile"] = metadata.icc_profile
+    if exif:
+        options["exif"] = picture_exif(exif, pixels.shape[:2])
     buffer = io.BytesIO()
-    pillow_image(pixels).save(buffer, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+    pillow_image(pixels).save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """PNG file bytes with an iCCP chunk for `icc` and an eXIf chunk for `exif` (`Image.Exif.tobytes`) put
+    after IHDR, before the image data (PNG 3rd edition, 11.3.2.3 and 11.3.6)."""
+    chunks = b""
+    if icc:
+        chunks += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))  # name, compression method 0
+    if exif:
+        chunks += _png_chunk(b"eXIf", exif[6:])  # without the b"Exif\0\0" of JPEG's APP1 segment
+    return png[:33] + chunks + png[33:]  # signature (8 bytes), IHDR (25)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+_ASCII_PICTURE_TAGS = (0x010F, 0x0110, 0x0132, 0x013B, 0x8298)  # written by tifffile as given
+
+
+def _tiff_with_metadata(pixels: np.ndarray, icc: bytes | None, tags: dict | None) -> bytes:
+    """TIFF file bytes (tifffile, little-endian) of `pixels` with `icc` and the `picture_tags` `tags`: the
+    text tags, description and resolution in IFD0; the Exif and GPS IFDs serialised by Pillow after the
+    image. tifffile does not write these IFDs' pointer tags, so it writes a placeholder under the tag number
+    just below (unused in IFD0, and the entries stay in ascending order), which is then given the pointer's
+    number and the IFD's offset."""
+    tags = tags or {}
+    text = [(tag, "s", 0, tags[tag], True) for tag in _ASCII_PICTURE_TAGS if isinstance(tags.get(tag), str)]
+    ifds = [tag for tag in (EXIF_IFD, GPS_IFD) if tag in tags]
+    options = {}
+    if isinstance(tags.get(0x011A), numbers.Real) and isinstance(tags.get(0x011B), numbers.Real):
+        options = dict(resolution=(float(tags[0x011A]), float(tags[0x011B])), resolutionunit=tags.get(0x0128, 2))
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, pixels[..., 0] if pixels.shape[-1] == 1 else pixels, byteorder="<", metadata=None,
+                     photometric="minisblack" if pixels.shape[-1] <= 2 else "rgb",
+                     extrasamples=("unassalpha",) if pixels.shape[-1] in (2, 4) else None,
+                     iccprofile=icc, description=tags.get(0x010E) if isinstance(tags.get(0x010E), str) else None,
+                     extratags=text + [(tag - 1, "I", 1, 0, True) for tag in ifds], **options)
+    data = bytearray(buffer.getvalue())
+    for tag in ifds:
+        offset = len(data) + len(data) % 2  # IFDs start on a word boundary (TIFF 6.0, section 2)
+        ifd = TiffImagePlugin.ImageFileDirectory_v2(b"II*\0\0\0\0\0", group=tag)
+        ifd.update(tags[tag])
+        data += b"\0" * (offset - len(data)) + ifd.tobytes(offset)
+        entry = _ifd0_entry(data, tag - 1)
+        data[entry:entry + 2], data[entry + 8:entry + 12] = tag.to_bytes(2, "little"), offset.to_bytes(4, "little")
+    return bytes(data)
+
+
+def _ifd0_entry(data: bytes, tag: int) -> int:
+    """Position of `tag`'s 12-byte entry in IFD0 of classic little-endian TIFF bytes (TIFF 6.0, section 2)."""
+    ifd0 = int.from_bytes(data[4:8], "little")
+    for position in range(ifd0 + 2, ifd0 + 2 + 12 * int.from_bytes(data[ifd0:ifd0 + 2], "little"), 12):
+        if int.from_bytes(data[position:position + 2], "little") == tag:
+            return position
+    raise AssertionError(f"tag {tag} missing from IFD0")
 
 
 def to_8_bits(pixels: np.ndarray) -> np.ndarray:
@@ -251,28 +616,56 @@ def pillow_image(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, PIL_MODES[pixels.shape[-1]])
 
 
-def write_image(path, pixels: np.ndarray) -> Path:
-    """Write H×W×C uint8/uint16 pixels in the format of the suffix of `path` (see `encode_image`), atomically."""
+def write_image(path, pixels: np.ndarray, overwrite: bool = False, metadata: ImageMetadata = NO_METADATA) -> Path:
+    """Write H×W×C uint8/uint16 pixels (and `metadata`) in the format of the suffix of `path` (see
+    `encode_image`), atomically; OutputExists where `path` exists, unless `overwrite` (see `atomic_output`)."""
     path = Path(path)
-    data = encode_image(pixels, output_format(path))
-    with atomic_output(path) as tmp:
+    data = encode_image(pixels, output_format(path), metadata)
+    with atomic_output(path, overwrite) as tmp:
         tmp.write_bytes(data)
     return path
 
 
 @contextlib.contextmanager
-def atomic_output(path):
-    """`with atomic_output(path) as tmp:` write to `tmp` (same folder); it becomes `path` only if the block
-    succeeds, and is removed otherwise. An OSError becomes a UserError naming `path`."""
+def atomic_output(path, overwrite: bool = False):
+    """`with atomic_output(path) as tmp:` write to `tmp` (same folder, a name no other process uses); it
+    becomes `path` only if the block succeeds, and is removed otherwise.
+
+    Without `overwrite` the file is published with `os.link`, which fails where `path` exists: another
+    process that wrote `path` meanwhile (after the command's own `refuse_existing` check) keeps its file, and
+    this one raises OutputExists. With `overwrite` it replaces `path` (`os.replace`). An OSError becomes a
+    UserError naming `path`."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
         yield tmp
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """`tmp` under the name `path`, which must not exist (OutputExists otherwise)."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if not path.exists():  # a file system without hard links (FAT, some network shares): checked, renamed
+            os.rename(tmp, path)
+            return
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder")
+    raise OutputExists(f"{path} already exists (written meanwhile by another process); pass --overwrite to "
+                       "replace it")
 
 
 def check_writable(path, folder: bool = False) -> None:
