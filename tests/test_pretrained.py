@@ -270,7 +270,7 @@ def test_cli_without_checkpoint_or_with_npz(tmp_path):
     model, params = small_model()
     npz = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
     evaluate = ("evaluate", "--data-dir", tmp_path / "set", "--scales", "2")
-    upscale = ("upscale", tmp_path / "set" / "a.png", "--scale", "2")
+    upscale = ("upscale_files", tmp_path / "set" / "a.png", "--scale", "2")
     if not pretrained.DEFAULT_PATH.is_file():
         for args in (evaluate, upscale + ("-o", tmp_path / "none.png")):
             status, _, lines = run_cli(*args)

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from vdsr_jax import checkpoint, media, upscale
+from vdsr_jax import checkpoint, media, upscale_files
 from vdsr_jax.data import load_images
 from vdsr_jax.inference import TiledVDSR, upscale_image
 from vdsr_jax.media import decode_image
@@ -86,8 +86,8 @@ def streams(path):
 
 
 def run(tiny, source, target, *extra):
-    return upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target),
-                         "--tile", "16", *map(str, extra)])
+    return upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target),
+                               "--tile", "16", *map(str, extra)])
 
 
 def still_path(frames, params, scale=2):
@@ -204,8 +204,8 @@ def test_animation_frames_reach_the_disk_as_they_come(tmp_path, tiny, suffix):
             written.append(sum(p.stat().st_size for p in tmp_path.glob(".*")))
 
     net = TiledVDSR(TINY, tiny[1], tile=128)
-    assert upscale.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
-                                      progress=Progress()) == 16
+    assert upscale_files.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
+                                            progress=Progress()) == 16
     assert written[3] < written[15], written
 
 
