@@ -21,7 +21,7 @@ CORE = ("vdsr_jax.model", "vdsr_jax.train_step", "vdsr_jax.data.patches", "vdsr_
         "vdsr_jax.metric_writer",
         "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale_files", "vdsr_jax.media",
         "vdsr_jax.media.video", "vdsr_jax.media.animation", "vdsr_jax.export", "vdsr_jax.onnx_graphs",
-        "vdsr_jax.stablehlo")
+        "vdsr_jax.stablehlo", "vdsr_jax.api")
 
 
 def python(code: str, *blocked: str, cwd=None) -> subprocess.CompletedProcess:
