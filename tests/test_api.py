@@ -20,6 +20,7 @@ from PIL import Image
 import vdsr_jax
 from vdsr_jax import api, checkpoint, pretrained, upscale_files, weight_forms
 from vdsr_jax.errors import CheckpointError
+from vdsr_jax.inference import TiledVDSR
 from vdsr_jax.model import VDSR, model_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -402,7 +403,8 @@ def test_the_documented_examples_run(tmp_path, tiny, monkeypatch):
     assert Image.open("photo_x2.png").size == (320, 240)
     assert namespace["big"].shape == (420, 560, 3) and namespace["grey"].shape == (240, 320)
     assert namespace["unit"].dtype == np.float64 and namespace["noisy"].shape == (64, 64, 3)
-    assert namespace["y_vdsr"].shape == (240, 320)
+    tiled = TiledVDSR(TINY, tiny[2], tile=64)(namespace["y_bicubic"])  # "the Y that upscale computes tile by tile"
+    np.testing.assert_allclose(namespace["y_vdsr"], tiled, atol=1e-5)
     assert sorted(p.name for p in tmp_path.glob("*_x3.png")) == ["baby_x3.png", "bird_x3.png", "butterfly_x3.png"]
     assert namespace["row"]["images"] == 3
 
