@@ -123,8 +123,8 @@ def test_checkpoint_argument_given_a_file_of_another_kind_says_what_it_is(tmp_pa
 def test_checkpoint_given_a_torch_file_without_torch_says_torch_is_needed(tmp_path, files):
     """A torch file is read where torch is installed (tests/test_weight_forms.py); without it, one line."""
     torch_file = files / "model_epoch_50.pth"
-    for module, (_, argv) in checkpoint_commands(tmp_path, torch_file).items():
-        done = subprocess.run([sys.executable, "-m", f"vdsr_jax.{module}", *argv], env=without_modules("torch"),
+    for module, argv in checkpoint_commands(tmp_path, torch_file).values():
+        done = subprocess.run([sys.executable, "-m", module.__name__, *argv], env=without_modules("torch"),
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert_one_error_line(done.returncode, done.stderr.strip().splitlines(), "needs PyTorch, which is not installed")
 
