@@ -17,7 +17,8 @@ from PIL import Image
 
 from vdsr_jax.errors import ImageError
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import PIL_MODES, channels_last, pillow_image, pillow_pixels, to_8_bits
+from vdsr_jax.media.images import (PIL_MODES, channels_last, pillow_image, pillow_pixels, tiff_page_pixels,
+                                    to_8_bits)
 
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 
@@ -25,7 +26,8 @@ _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 # ---- reading -----------------------------------------------------------------------------------------------
 
 class AnimationReader(FrameReader):
-    """The frames of an animated GIF, WebP or PNG (Pillow, 8 bits) or of a multi-page TIFF (tifffile)."""
+    """The frames of an animated GIF, WebP or PNG (Pillow, 8 bits) or of a multi-page TIFF (tifffile, each page
+    in its colours as `images.tiff_page_pixels` gives them)."""
 
     kind = "animation"
 
@@ -36,7 +38,7 @@ class AnimationReader(FrameReader):
         try:
             if self.tiff:
                 self.file = tifffile.TiffFile(self.path)
-                first = channels_last(self.file.pages[0].asarray(), str(self.path))
+                first = channels_last(tiff_page_pixels(self.file.pages[0], str(self.path))[0], str(self.path))
                 self.count, self.loop = len(self.file.pages), None
             else:
                 self.file = Image.open(self.path)
@@ -54,7 +56,7 @@ class AnimationReader(FrameReader):
         if self.tiff:
             for page in self.file.pages:
                 self.decoded += 1
-                yield Frame(channels_last(page.asarray(), str(self.path)))
+                yield Frame(channels_last(tiff_page_pixels(page, str(self.path))[0], str(self.path)))
             return
         for index in range(self.count):
             self.file.seek(index)
