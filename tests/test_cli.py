@@ -26,7 +26,7 @@ def test_every_declared_script_names_a_command_main():
     import tomllib
 
     declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert sorted(declared) == sorted(COMMANDS)
+    assert set(COMMANDS) <= set(declared)
     for target in declared.values():
         module, function = target.split(":")
         assert getattr(importlib.import_module(module), function).__module__ == module
