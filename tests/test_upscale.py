@@ -334,15 +334,15 @@ def test_an_output_written_meanwhile_by_another_process_is_kept_and_refused_in_o
             for seed in range(2):
                 tif.write(picture(12, 10, 3, seed=seed), photometric="rgb")
     target = tmp_path / f"out{source.suffix}"
-    real = getattr(upscale, work)
+    real = getattr(upscale_files, work)
 
     def finished_first_elsewhere(*args, **kwargs):
         if not target.exists():
             target.write_bytes(b"another process's output")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(upscale, work, finished_first_elsewhere)
-    status = upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target)])
+    monkeypatch.setattr(upscale_files, work, finished_first_elsewhere)
+    status = upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target)])
     assert_one_error_line(status, capsys.readouterr().err.strip().splitlines(), str(target), "already exists")
     assert target.read_bytes() == b"another process's output"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, target.name])
