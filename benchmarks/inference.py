@@ -6,7 +6,7 @@
 For each Y image size: milliseconds per output megapixel (median of --reps runs after one warm-up) and
 peak RSS of vdsr_jax whole-image, vdsr_jax tiled (as `upscale` runs it) and torch_reference, each measured
 in its own process pinned to the same --threads CPUs (torch told to use that many threads);
-`ratio` = torch ms / jax ms (above 1: jax faster). Then the peak RSS of `python -m vdsr_jax.upscale
+`ratio` = torch ms / jax ms (above 1: jax faster). Then the peak RSS of `python -m vdsr_jax.upscale_files
 --scale 2` on square RGB inputs of --upscale-sizes, to show that memory follows the tile size rather than
 the image size. Without --checkpoint the published
 pytorch-vdsr weights in ../shared are converted into a temporary folder. `--torch-python PATH` runs the
@@ -108,11 +108,12 @@ def write_upscale_input(directory: Path, side: int) -> Path:
 
 
 def upscale_worker(checkpoint: str, source: str, tile: int) -> dict:
-    from vdsr_jax import upscale
+    from vdsr_jax import upscale_files
 
     target = Path(source).with_name(f"out_{Path(source).name}")
     start = time.perf_counter()
-    status = upscale.main([source, "--checkpoint", checkpoint, "--scale", "2", "-o", str(target), "--tile", str(tile)])
+    status = upscale_files.main([source, "--checkpoint", checkpoint, "--scale", "2", "-o", str(target),
+                                 "--tile", str(tile)])
     seconds = time.perf_counter() - start
     target.unlink(missing_ok=True)
     if status != 0:

@@ -4,7 +4,7 @@
                                       [--formats mp4,gif] [--frames 10,300] [--trace 50]
 
 Each clip (moving shapes: H.264 with AAC audio in .mp4, else an animation of 40 ms frames) is upscaled
-into the same format in a fresh process by `vdsr_jax.upscale`, with a random VDSR of the given depth and
+into the same format in a fresh process by `vdsr_jax.upscale_files`, with a random VDSR of the given depth and
 width (weights do not change the cost); the child's peak RSS comes from getrusage(RUSAGE_SELF), frames/s
 include compilation. Streaming holds when the two peaks of a format are within 10 % of each other.
 `--trace N` also prints the child's RSS after every N-th frame (from /proc, Linux), to see where any
@@ -25,7 +25,7 @@ from test_video import moving_shapes, write_clip  # noqa: E402 - the tests' clip
 CHILD = """
 import os, resource, sys, time
 import tqdm
-from vdsr_jax import upscale
+from vdsr_jax import upscale_files
 every = int(sys.argv.pop(1))
 if every:  # RSS after every N-th frame: the (frame) progress bar is updated once a frame, shown or not
     page, frames, update = os.sysconf("SC_PAGE_SIZE"), [0], tqdm.tqdm.update
@@ -37,7 +37,7 @@ if every:  # RSS after every N-th frame: the (frame) progress bar is updated onc
         return update(self, n)
     tqdm.tqdm.update = traced
 start = time.perf_counter()
-status = upscale.main(sys.argv[1:])
+status = upscale_files.main(sys.argv[1:])
 elapsed = time.perf_counter() - start
 print(f"RESULT {status} {elapsed:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 """

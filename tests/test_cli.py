@@ -19,6 +19,19 @@ SCRIPTS = Path(sys.executable).parent
 COMMANDS = ["vdsr-train", "vdsr-evaluate", "vdsr-upscale", "vdsr-convert"]
 
 
+def test_every_declared_script_names_a_command_main():
+    """pyproject's entry points, as the installer resolves them (`module:function`), independent of what an
+    older install left beside the interpreter."""
+    import importlib
+    import tomllib
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(COMMANDS) <= set(declared)
+    for target in declared.values():
+        module, function = target.split(":")
+        assert getattr(importlib.import_module(module), function).__module__ == module
+
+
 def script(name: str) -> str:
     path = SCRIPTS / name
     if not path.exists():

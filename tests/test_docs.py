@@ -111,7 +111,7 @@ def test_a_broken_link_or_anchor_is_found(tmp_path):
 def test_python_modules_exist(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))  # benchmarks.* is run from the repository root
     modules = set(MODULE.findall(all_text()))
-    assert {"vdsr_jax.train", "vdsr_jax.upscale", "pytest"} <= modules
+    assert {"vdsr_jax.train", "vdsr_jax.upscale_files", "pytest"} <= modules
     missing = sorted(m for m in modules if importlib.util.find_spec(m) is None)
     assert missing == []
 

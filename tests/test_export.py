@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_error_line, without_modules
 
-from vdsr_jax import export, upscale
+from vdsr_jax import export, upscale_files
 from vdsr_jax.media import read_image, write_image
 from vdsr_jax.model import VDSR
 from vdsr_jax.pretrained import export_pretrained
@@ -97,7 +97,8 @@ def cli_upscale(tmp_path, weights_path, pixels, scale, name="lr"):
     """What `vdsr-upscale` writes for `pixels` at `scale` (uint8 H×W×C)."""
     source, target = tmp_path / f"{name}.png", tmp_path / f"{name}_x{scale}.png"
     write_image(source, pixels)
-    assert upscale.main([str(source), "--scale", str(scale), "-o", str(target), "--checkpoint", str(weights_path)]) == 0
+    assert upscale_files.main([str(source), "--scale", str(scale), "-o", str(target), "--checkpoint",
+                               str(weights_path)]) == 0
     return read_image(target)
 
 

@@ -19,9 +19,9 @@ OPTIONAL = ("tensorflow_datasets", "array_record", "av", "tensorboardX", "tensor
 CORE = ("vdsr_jax.model", "vdsr_jax.train_step", "vdsr_jax.data.patches", "vdsr_jax.data.pool", "vdsr_jax.data",
         "vdsr_jax.inference", "vdsr_jax.metrics", "vdsr_jax.protocol", "vdsr_jax.pretrained", "vdsr_jax.weight_forms",
         "vdsr_jax.metric_writer",
-        "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale", "vdsr_jax.media",
+        "vdsr_jax.training", "vdsr_jax.train", "vdsr_jax.evaluate", "vdsr_jax.upscale_files", "vdsr_jax.media",
         "vdsr_jax.media.video", "vdsr_jax.media.animation", "vdsr_jax.export", "vdsr_jax.onnx_graphs",
-        "vdsr_jax.stablehlo")
+        "vdsr_jax.stablehlo", "vdsr_jax.api")
 
 
 def python(code: str, *blocked: str, cwd=None) -> subprocess.CompletedProcess:
@@ -81,7 +81,7 @@ def weights(tmp_path_factory):
 def test_still_images_upscale_without_pyav_and_a_video_says_what_to_install(tmp_path, weights):
     write_image(tmp_path / "still.png", np.full((12, 10, 3), 100, np.uint8))
     (tmp_path / "clip.mp4").write_bytes(b"\0" * 64)
-    command = ("import sys; from vdsr_jax.upscale import main; "
+    command = ("import sys; from vdsr_jax.upscale_files import main; "
                f"sys.exit(main([sys.argv[1], '-o', sys.argv[2], '--scale', '2', '--checkpoint', {str(weights)!r}]))")
     still = subprocess.run([sys.executable, "-c", command, str(tmp_path / "still.png"), str(tmp_path / "big.png")],
                            env=without_modules(*OPTIONAL), capture_output=True, text=True, timeout=300)

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, assert_one_error_line, needs_torch, run_cli, without_modules
 from PIL import Image
 
-from vdsr_jax import checkpoint, configs, convert, evaluate, media, training, upscale
+from vdsr_jax import checkpoint, configs, convert, evaluate, media, training, upscale_files
 from vdsr_jax import data as datasets
 from vdsr_jax.configs import demo
 from vdsr_jax.errors import ConfigError, UserError
@@ -103,9 +103,9 @@ def loaded_kernels(folder) -> list[np.ndarray]:
 def checkpoint_commands(tmp_path, path):
     data = folder_of(tmp_path / "data", {"a.png": picture(40, 40)})
     return {
-        "upscale": (upscale, [str(folder_of(tmp_path / "in", {"a.png": picture(8, 8)}) / "a.png"),
-                              "--checkpoint", path,
-                              "--scale", "2", "-o", str(tmp_path / "out.png")]),
+        "upscale": (upscale_files, [str(folder_of(tmp_path / "in", {"a.png": picture(8, 8)}) / "a.png"),
+                                    "--checkpoint", path,
+                                    "--scale", "2", "-o", str(tmp_path / "out.png")]),
         "evaluate": (evaluate, ["--checkpoint", path, "--data-dir", str(data), "--scales", "2"]),
         "convert": (convert, ["--to-torch", path, "--out", str(tmp_path / "out.pth")]),
     }
@@ -123,8 +123,8 @@ def test_checkpoint_argument_given_a_file_of_another_kind_says_what_it_is(tmp_pa
 def test_checkpoint_given_a_torch_file_without_torch_says_torch_is_needed(tmp_path, files):
     """A torch file is read where torch is installed (tests/test_weight_forms.py); without it, one line."""
     torch_file = files / "model_epoch_50.pth"
-    for module, (_, argv) in checkpoint_commands(tmp_path, torch_file).items():
-        done = subprocess.run([sys.executable, "-m", f"vdsr_jax.{module}", *argv], env=without_modules("torch"),
+    for module, argv in checkpoint_commands(tmp_path, torch_file).values():
+        done = subprocess.run([sys.executable, "-m", module.__name__, *argv], env=without_modules("torch"),
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert_one_error_line(done.returncode, done.stderr.strip().splitlines(), "needs PyTorch, which is not installed")
 
@@ -136,14 +136,14 @@ def test_folder_arguments_given_a_file(tmp_path, capsys, tiny, files):
     one_error_line(capsys, convert.main(["--from-torch", str(tiny[0]), "--out", str(tmp_path / "c")]),
                    str(tiny[0]), "is a checkpoint folder, not a torch file", "--to-torch")
     # upscale: INPUT a non-image file, a folder without images, a folder with -o naming one file
-    one_error_line(capsys, upscale.main([text, "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
-                                         str(tmp_path / "o.png")]), text, "not an image file")
+    one_error_line(capsys, upscale_files.main([text, "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
+                                               str(tmp_path / "o.png")]), text, "not an image file")
     empty = folder_of(tmp_path / "empty", {"readme.txt": b"text"})
-    one_error_line(capsys, upscale.main([str(empty), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
-                                         str(tmp_path / "o")]), str(empty), "holds no image files")
+    one_error_line(capsys, upscale_files.main([str(empty), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
+                                               str(tmp_path / "o")]), str(empty), "holds no image files")
     one = folder_of(tmp_path / "one", {"a.png": picture(8, 8)})
-    one_error_line(capsys, upscale.main([str(one), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
-                                         str(tmp_path / "o.png")]), "names a file", "give a folder")
+    one_error_line(capsys, upscale_files.main([str(one), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
+                                               str(tmp_path / "o.png")]), "names a file", "give a folder")
     assert not (tmp_path / "o.png").exists() and not (tmp_path / "c").exists()
 
 
@@ -221,8 +221,8 @@ def test_to_torch_evaluate_json_and_upscale_refuse_existing_outputs(tmp_path, ca
         "out.pth": (convert, ["--to-torch", folder, "--out"]),
         "out.json": (evaluate, ["--checkpoint", folder, "--scales", "2", "--data-dir",
                                 str(folder_of(tmp_path / "data", {"a.png": picture(24, 24)})), "--json"]),
-        "out.png": (upscale, [str(folder_of(tmp_path / "in", {"a.png": picture(8, 8)}) / "a.png"), "--checkpoint",
-                              folder, "--scale", "2", "-o"]),
+        "out.png": (upscale_files, [str(folder_of(tmp_path / "in", {"a.png": picture(8, 8)}) / "a.png"),
+                                    "--checkpoint", folder, "--scale", "2", "-o"]),
     }
     for name, (module, argv) in cases.items():
         target = tmp_path / name
@@ -285,8 +285,8 @@ def test_transparency_is_kept_as_alpha(tmp_path, capsys, tiny, name, make):
     alpha = np.full((32, 32), 255)
     alpha[SQUARE] = 0
     np.testing.assert_array_equal(pixels[..., -1], alpha)  # derived from how the file was made
-    assert upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
-                         str(tmp_path / "out.png")]) == 0
+    assert upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
+                               str(tmp_path / "out.png")]) == 0
     out = media.read_image(tmp_path / "out.png")
     assert out.shape == (64, 64, len(mode))
     assert out[24:40, 24:40, -1].max() <= 1  # inside the square, beyond bicubic's reach of its edges
@@ -300,7 +300,7 @@ def no_inference(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("inference ran before the output was known to be writable")
 
-    monkeypatch.setattr(upscale, "upscale_image", fail)
+    monkeypatch.setattr(upscale_files, "upscale_image", fail)
 
 
 @pytest.mark.parametrize("pixels,scale,output,fragments", [
@@ -311,8 +311,8 @@ def no_inference(monkeypatch):
 def test_unwritable_output_is_refused_before_inference(tmp_path, capsys, tiny, no_inference, pixels, scale,
                                                        output, fragments):
     source = media.write_image(tmp_path / ("in.webp" if pixels.shape[-1] == 3 else "in.png"), pixels)
-    one_error_line(capsys, upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", str(scale), "-o",
-                                         str(tmp_path / output)]), output, *fragments)
+    one_error_line(capsys, upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", str(scale), "-o",
+                                               str(tmp_path / output)]), output, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == [source.name]
 
 
@@ -366,7 +366,8 @@ def test_hidden_and_appledouble_files_are_skipped_everywhere(tmp_path, capsys, t
     assert evaluate.main(["--checkpoint", str(tiny[0]), "--data-dir", str(folder), "--scales", "2",
                           "--json", str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["images"] == 1
-    assert upscale.main([str(folder), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(tmp_path / "o")]) == 0
+    assert upscale_files.main([str(folder), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
+                               str(tmp_path / "o")]) == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["photo_x2.png"]
     assert capsys.readouterr().err == ""
 
@@ -376,7 +377,7 @@ def test_hidden_and_appledouble_files_are_skipped_everywhere(tmp_path, capsys, t
     assert [e["name"].decode() for e in source] == ["photo"]
 
 
-@pytest.mark.parametrize("module", [evaluate, upscale])
+@pytest.mark.parametrize("module", [evaluate, upscale_files])
 def test_help_says_hidden_files_are_skipped(capsys, module):
     with pytest.raises(SystemExit) as done:
         module.main(["--help"])
@@ -403,7 +404,8 @@ def test_multi_frame_images_keep_their_frames_in_upscale_and_are_refused_by_eval
     source = frames(tmp_path / "in" / name, **MULTI_FRAME[name])
     with Image.open(source) as im:
         assert im.n_frames == 3  # what the file is, by Pillow
-    assert upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(tmp_path / "out")]) == 0
+    assert upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o",
+                               str(tmp_path / "out")]) == 0
     (written,) = (tmp_path / "out").iterdir()
     with Image.open(written) as im:
         assert (im.n_frames, im.size) == (3, (48, 48))  # never cut to one frame (vdsr_jax.media)
@@ -417,7 +419,7 @@ def test_multi_frame_images_keep_their_frames_in_upscale_and_are_refused_by_eval
 @pytest.mark.slow
 def test_multi_frame_image_to_a_still_format_is_refused_in_a_subprocess(tmp_path, tiny):
     source = frames(tmp_path / "anim.gif", duration=100)
-    status, _, err = run_cli("upscale", source, "--checkpoint", tiny[0], "--scale", "2", "-o", tmp_path / "o.jpg")
+    status, _, err = run_cli("upscale_files", source, "--checkpoint", tiny[0], "--scale", "2", "-o", tmp_path / "o.jpg")
     assert_one_error_line(status, err, "o.jpg")
     assert not (tmp_path / "o.jpg").exists()
 
@@ -439,8 +441,8 @@ def test_grey_16_bit_and_grey_alpha_stay_grey(tmp_path, tiny):
     (tmp_path / "g16.png").write_bytes(png_grey16(grey16))
     np.testing.assert_array_equal(media.read_image(tmp_path / "g16.png")[..., 0], grey16)
     Image.fromarray(picture(12, 10, 2), "LA").save(tmp_path / "la.png")
-    assert upscale.main([str(tmp_path / "g16.png"), str(tmp_path / "la.png"), "--checkpoint", str(tiny[0]),
-                         "--scale", "2", "-o", str(tmp_path / "o")]) == 0
+    assert upscale_files.main([str(tmp_path / "g16.png"), str(tmp_path / "la.png"), "--checkpoint", str(tiny[0]),
+                               "--scale", "2", "-o", str(tmp_path / "o")]) == 0
     g16, la = (media.read_image(tmp_path / "o" / n) for n in ("g16_x2.png", "la_x2.png"))
     assert (g16.shape, g16.dtype, la.shape, la.dtype) == ((24, 20, 1), np.uint16, (24, 20, 2), np.uint8)
 
@@ -495,16 +497,17 @@ def test_upscale_refuses_two_files_written_to_one_path_before_any_work(tmp_path,
         (tmp_path / name).parent.mkdir(exist_ok=True)
         media.write_image(tmp_path / name, picture(12, 10, seed=seed))
         inputs.append(str(tmp_path / name))
-    monkeypatch.setattr(upscale, "load_checkpoint", lambda *a: pytest.fail("weights loaded before the outputs were checked"))
+    monkeypatch.setattr(upscale_files, "load_checkpoint",
+                        lambda *a: pytest.fail("weights loaded before the outputs were checked"))
     argv = [*inputs, "--scale", "2", "-o", str(tmp_path / "out"), *(["--compare"] if compare else [])]
-    one_error_line(capsys, upscale.main(argv), *fragments)
+    one_error_line(capsys, upscale_files.main(argv), *fragments)
     assert not (tmp_path / "out").exists()
 
 
 def test_upscale_refuses_a_misspelt_output_format(tmp_path, capsys, tiny):
     media.write_image(tmp_path / "x.png", picture(12, 10))
-    one_error_line(capsys, upscale.main([str(tmp_path / "x.png"), "--checkpoint", str(tiny[0]), "--scale", "2",
-                                         "-o", str(tmp_path / "out.pnj")]), ".pnj", "'.png'")
+    one_error_line(capsys, upscale_files.main([str(tmp_path / "x.png"), "--checkpoint", str(tiny[0]), "--scale", "2",
+                                               "-o", str(tmp_path / "out.pnj")]), ".pnj", "'.png'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
 
 

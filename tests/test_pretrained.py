@@ -270,7 +270,7 @@ def test_cli_without_checkpoint_or_with_npz(tmp_path):
     model, params = small_model()
     npz = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
     evaluate = ("evaluate", "--data-dir", tmp_path / "set", "--scales", "2")
-    upscale = ("upscale", tmp_path / "set" / "a.png", "--scale", "2")
+    upscale = ("upscale_files", tmp_path / "set" / "a.png", "--scale", "2")
     if not pretrained.DEFAULT_PATH.is_file():
         for args in (evaluate, upscale + ("-o", tmp_path / "none.png")):
             status, _, lines = run_cli(*args)
@@ -282,16 +282,3 @@ def test_cli_without_checkpoint_or_with_npz(tmp_path):
     status, _, lines = run_cli(*upscale, "-o", tmp_path / "up.png", "--checkpoint", npz)
     assert status == 0, lines
     assert read_image(tmp_path / "up.png").shape == (48, 48, 3)
-
-
-@pytest.mark.slow
-def test_package_exports_load_pretrained_lazily(tmp_path):
-    code = "import sys, vdsr_jax; assert 'jax' not in sys.modules; print(vdsr_jax.load_pretrained.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "load_pretrained"
-    import vdsr_jax
-
-    model, params = small_model()
-    npz = pretrained.export_pretrained(params, model, tmp_path / "w.npz", PROVENANCE)
-    loaded_model, _ = vdsr_jax.load_pretrained(npz)
-    assert model_spec(loaded_model) == model_spec(model)

@@ -1,4 +1,4 @@
-"""`python -m vdsr_jax.upscale`: every kind of image against whole-image VDSR on MATLAB-bicubic input, and
+"""`python -m vdsr_jax.upscale_files`: every kind of image against whole-image VDSR on MATLAB-bicubic input, and
 every kind of bad input against the one-line-error standard (run as a user would, in a subprocess)."""
 import io
 import math
@@ -15,7 +15,7 @@ import tifffile
 from conftest import assert_one_error_line, png_chunks, run_cli
 from PIL import Image, ImageOps, PngImagePlugin
 
-from vdsr_jax import checkpoint, media, upscale
+from vdsr_jax import checkpoint, media, upscale_files
 from vdsr_jax.color import rgb2ycbcr, ycbcr2rgb
 from vdsr_jax.resize import imresize
 from vdsr_jax.model import VDSR
@@ -76,8 +76,8 @@ def test_output_equals_whole_image_vdsr(tmp_path, tiny, name, channels, dtype, s
     folder, params = tiny
     source = save(tmp_path / name, picture(37, 29, channels, dtype))
     pixels = media.read_image(source)  # WebP is lossy: compare with what was stored
-    assert upscale.main([str(source), "--checkpoint", str(folder), "--scale", str(scale), "-o",
-                         str(tmp_path / output), "--tile", "16"]) == 0  # 16-pixel tiles: many of them
+    assert upscale_files.main([str(source), "--checkpoint", str(folder), "--scale", str(scale), "-o",
+                               str(tmp_path / output), "--tile", "16"]) == 0  # 16-pixel tiles: many of them
     out = media.read_image(tmp_path / output)
     assert out.dtype == dtype
     assert out.shape == (math.ceil(scale * 37), math.ceil(scale * 29), pixels.shape[-1])
@@ -91,8 +91,8 @@ def test_compare_and_single_file_output(tmp_path, tiny):
     folder, params = tiny
     pixels = picture(20, 30, 3)
     target = tmp_path / "big.jpg"
-    assert upscale.main([str(save(tmp_path / "small.png", pixels)), "--checkpoint", str(folder),
-                         "--scale", "2", "-o", str(target), "--compare"]) == 0
+    assert upscale_files.main([str(save(tmp_path / "small.png", pixels)), "--checkpoint", str(folder),
+                               "--scale", "2", "-o", str(target), "--compare"]) == 0
     with Image.open(target) as im:
         assert (im.format, im.size) == ("JPEG", (60, 40))
     compare = np.asarray(Image.open(tmp_path / "big_compare.png"))
@@ -110,7 +110,7 @@ def test_folder_input_names_outputs(tmp_path, tiny):
     (tmp_path / "in").mkdir()
     for name in ("a.png", "b.bmp"):
         save(tmp_path / "in" / name, picture(9, 8, 3))
-    status, stdout, _ = run_cli("upscale", tmp_path / "in", "--checkpoint", folder, "--scale", "3", "-o",
+    status, stdout, _ = run_cli("upscale_files", tmp_path / "in", "--checkpoint", folder, "--scale", "3", "-o",
                                 tmp_path / "out")
     assert status == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x3.png", "b_x3.bmp"]
@@ -152,8 +152,8 @@ def test_exif_rotated_jpeg_is_upscaled_upright(tmp_path, tiny):
     exif = Image.Exif()
     exif[media.EXIF_ORIENTATION] = 6  # stored 30 wide, 20 high; shown rotated: 20 wide, 30 high
     Image.fromarray(picture(20, 30, 3)).save(tmp_path / "r.jpg", exif=exif)
-    assert upscale.main([str(tmp_path / "r.jpg"), "--checkpoint", str(folder), "--scale", "2",
-                         "-o", str(tmp_path / "r2.png")]) == 0
+    assert upscale_files.main([str(tmp_path / "r.jpg"), "--checkpoint", str(folder), "--scale", "2",
+                               "-o", str(tmp_path / "r2.png")]) == 0
     assert Image.open(tmp_path / "r2.png").size == (40, 60)
 
 
@@ -193,7 +193,7 @@ def bad_files(tmp_path):
                                           ("missing", "no such file"), ("1×1", "at least 2×2")])
 def test_bad_image_file(tmp_path, tiny, bad_files, kind, message):
     out = tmp_path / "out.png"
-    status, _, lines = run_cli("upscale", bad_files[kind], "--checkpoint", tiny[0], "--scale", "2", "-o", out)
+    status, _, lines = run_cli("upscale_files", bad_files[kind], "--checkpoint", tiny[0], "--scale", "2", "-o", out)
     assert_one_error_line(status, lines, message, bad_files[kind].name)
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
 
@@ -202,7 +202,7 @@ def test_bad_image_file(tmp_path, tiny, bad_files, kind, message):
 def test_batch_goes_past_bad_files_and_lists_them(tmp_path, tiny, bad_files):
     out = tmp_path / "out"
     inputs = [bad_files[k] for k in ("truncated", "good", "not an image", "missing", "1×1")]
-    status, stdout, lines = run_cli("upscale", *inputs, "--checkpoint", tiny[0], "--scale", "2", "-o", out)
+    status, stdout, lines = run_cli("upscale_files", *inputs, "--checkpoint", tiny[0], "--scale", "2", "-o", out)
     assert status == 1
     assert [p.name for p in out.iterdir()] == ["good_x2.png"]
     assert stdout.strip() == str(out / "good_x2.png")
@@ -214,7 +214,7 @@ def test_batch_goes_past_bad_files_and_lists_them(tmp_path, tiny, bad_files):
 @pytest.mark.slow
 @pytest.mark.parametrize("scale", ["0", "0.5", "nan", "17", "two"])
 def test_bad_scale(tmp_path, tiny, bad_files, scale):
-    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", scale, "-o",
+    status, _, lines = run_cli("upscale_files", bad_files["good"], "--checkpoint", tiny[0], "--scale", scale, "-o",
                                tmp_path / "out.png")
     assert_one_error_line(status, lines, "scale")
     assert not (tmp_path / "out.png").exists()
@@ -222,7 +222,7 @@ def test_bad_scale(tmp_path, tiny, bad_files, scale):
 
 @pytest.mark.slow
 def test_missing_and_mismatched_checkpoint(tmp_path, tiny, bad_files):
-    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tmp_path / "nowhere", "--scale", "2",
+    status, _, lines = run_cli("upscale_files", bad_files["good"], "--checkpoint", tmp_path / "nowhere", "--scale", "2",
                                "-o", tmp_path / "out.png")
     assert_one_error_line(status, lines, "does not exist")
 
@@ -231,7 +231,7 @@ def test_missing_and_mismatched_checkpoint(tmp_path, tiny, bad_files):
         m.save(0, args=ocp.args.Composite(**{
             checkpoint.PARAMS: ocp.args.StandardSave(tiny[1]),
             checkpoint.MODEL: ocp.args.JsonSave({"depth": 5, "features": 8, "use_bias": False})}))
-    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", mismatched, "--scale", "2",
+    status, _, lines = run_cli("upscale_files", bad_files["good"], "--checkpoint", mismatched, "--scale", "2",
                                "-o", tmp_path / "out.png")
     assert_one_error_line(status, lines, "layer conv_2")
     assert not (tmp_path / "out.png").exists()
@@ -242,12 +242,12 @@ def test_unwritable_output(tmp_path, tiny, bad_files):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be\n")
     for output in (blocker / "out.png", blocker / "folder"):
-        status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", "2",
+        status, _, lines = run_cli("upscale_files", bad_files["good"], "--checkpoint", tiny[0], "--scale", "2",
                                    "-o", output)
         assert_one_error_line(status, lines, str(blocker))
     taken = tmp_path / "out" / "good_x2.png"
     taken.mkdir(parents=True)  # the output name is a folder: found only when the finished file is renamed
-    status, _, lines = run_cli("upscale", bad_files["good"], "--checkpoint", tiny[0], "--scale", "2",
+    status, _, lines = run_cli("upscale_files", bad_files["good"], "--checkpoint", tiny[0], "--scale", "2",
                                "-o", tmp_path / "out")
     assert_one_error_line(status, lines, str(taken))
     assert os.listdir(tmp_path / "out") == ["good_x2.png"] and not os.listdir(taken)
@@ -277,8 +277,8 @@ def test_a_photo_keeps_its_colour_profile_and_exif_across_formats(tmp_path, tiny
     flat = np.broadcast_to(np.array([200, 60, 60], np.uint8), (20, 30, 3))
     Image.fromarray(flat).save(tmp_path / "photo.jpg", quality=95, icc_profile=adobe_rgb_profile(),
                                exif=photo_exif(30, 20))
-    assert upscale.main([str(tmp_path / "photo.jpg"), "--checkpoint", str(folder), "--scale", "2",
-                         "-o", str(tmp_path / "photo.png"), "--compare"]) == 0
+    assert upscale_files.main([str(tmp_path / "photo.jpg"), "--checkpoint", str(folder), "--scale", "2",
+                               "-o", str(tmp_path / "photo.png"), "--compare"]) == 0
     shown = colour_managed(tmp_path / "photo.jpg")[0, 0]
     assert np.abs(shown - [200, 60, 60]).max() > 10  # the test can fail: the profile matters
     out = colour_managed(tmp_path / "photo.png")
@@ -298,8 +298,8 @@ def test_an_output_format_without_metadata_says_so_in_one_note(tmp_path, tiny, c
     folder, params = tiny
     Image.fromarray(picture(20, 30, 3)).save(tmp_path / "p.tif", icc_profile=adobe_rgb_profile(),
                                               exif=photo_exif(30, 20))
-    assert upscale.main([str(tmp_path / "p.tif"), "--checkpoint", str(folder), "--scale", "2",
-                         "-o", str(tmp_path / "p.bmp")]) == 0
+    assert upscale_files.main([str(tmp_path / "p.tif"), "--checkpoint", str(folder), "--scale", "2",
+                               "-o", str(tmp_path / "p.bmp")]) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
     assert notes == [f"note: {tmp_path / 'p.bmp'}: the colour profile and the EXIF of the input not kept "
                      "(BMP holds none)"]
@@ -312,8 +312,8 @@ def test_a_cmyk_tiff_is_upscaled_in_its_colours_not_as_transparent_rgba(tmp_path
     """The issue's instance: K was taken for alpha, so the output was transparent and its colours inverted."""
     folder, params = tiny
     Image.fromarray(picture(20, 30, 3)).convert("CMYK").save(tmp_path / "x.tif")
-    assert upscale.main([str(tmp_path / "x.tif"), "--checkpoint", str(folder), "--scale", "2",
-                         "-o", str(tmp_path / "out")]) == 0
+    assert upscale_files.main([str(tmp_path / "x.tif"), "--checkpoint", str(folder), "--scale", "2",
+                               "-o", str(tmp_path / "out")]) == 0
     with Image.open(tmp_path / "x.tif") as im:
         shown = np.asarray(im.convert("RGB"))  # Pillow's reading of the input
     out = media.read_image(tmp_path / "out" / "x_x2.tif")
@@ -334,15 +334,15 @@ def test_an_output_written_meanwhile_by_another_process_is_kept_and_refused_in_o
             for seed in range(2):
                 tif.write(picture(12, 10, 3, seed=seed), photometric="rgb")
     target = tmp_path / f"out{source.suffix}"
-    real = getattr(upscale, work)
+    real = getattr(upscale_files, work)
 
     def finished_first_elsewhere(*args, **kwargs):
         if not target.exists():
             target.write_bytes(b"another process's output")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(upscale, work, finished_first_elsewhere)
-    status = upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target)])
+    monkeypatch.setattr(upscale_files, work, finished_first_elsewhere)
+    status = upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target)])
     assert_one_error_line(status, capsys.readouterr().err.strip().splitlines(), str(target), "already exists")
     assert target.read_bytes() == b"another process's output"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, target.name])

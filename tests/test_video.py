@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from vdsr_jax import checkpoint, media, upscale
+from vdsr_jax import checkpoint, media, upscale_files
 from vdsr_jax.data import load_images
 from vdsr_jax.inference import TiledVDSR, upscale_image
 from vdsr_jax.media import decode_image
@@ -86,8 +86,8 @@ def streams(path):
 
 
 def run(tiny, source, target, *extra):
-    return upscale.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target),
-                         "--tile", "16", *map(str, extra)])
+    return upscale_files.main([str(source), "--checkpoint", str(tiny[0]), "--scale", "2", "-o", str(target),
+                               "--tile", "16", *map(str, extra)])
 
 
 def still_path(frames, params, scale=2):
@@ -204,8 +204,8 @@ def test_animation_frames_reach_the_disk_as_they_come(tmp_path, tiny, suffix):
             written.append(sum(p.stat().st_size for p in tmp_path.glob(".*")))
 
     net = TiledVDSR(TINY, tiny[1], tile=128)
-    assert upscale.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
-                                      progress=Progress()) == 16
+    assert upscale_files.upscale_frame_file(tmp_path / "noise.gif", tmp_path / f"out{suffix}", 2, net,
+                                            progress=Progress()) == 16
     assert written[3] < written[15], written
 
 
@@ -219,6 +219,32 @@ def test_multipage_tiff_keeps_pages_and_16_bits(tmp_path, tiny):
     assert len(out) == 3 and out[0].dtype == np.uint16
     for got, want in zip(out, still_path(pages, tiny[1]), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_multipage_tiff_pages_are_read_in_their_colours(tmp_path, tiny):
+    """Palette and CMYK pages, whose samples are indices and inks: each page upscaled as the colours it
+    means (TIFF 6.0: a palette entry's 16-bit value, read by its top byte as libtiff and Pillow do; CMYK
+    without a profile as Pillow converts it, R = (1 - C)(1 - K)), not as its raw samples."""
+    frames = list(moving_shapes(2))
+    indices = [f[..., 0] for f in frames]
+    colormap = np.stack([np.arange(256) * 257, (255 - np.arange(256)) * 257, np.full(256, 128 * 257)])
+    inks = [np.concatenate([255 - f, np.full((*f.shape[:2], 1), 40, np.uint8)], -1) for f in frames]
+    with tifffile.TiffWriter(tmp_path / "palette.tif") as tif:
+        for page in indices:
+            tif.write(page, photometric="palette", colormap=colormap.astype(np.uint16))
+    with tifffile.TiffWriter(tmp_path / "cmyk.tif") as tif:
+        for page in inks:
+            tif.write(page, photometric="separated")
+    expected = {
+        "palette": [np.moveaxis((colormap >> 8).astype(np.uint8)[:, i], 0, -1) for i in indices],
+        "cmyk": [np.rint((255 - ink[..., :3]) * (255 - ink[..., 3:]) / 255).astype(np.uint8)
+                 for ink in (i.astype(np.int64) for i in inks)],
+    }
+    for name, pages in expected.items():
+        assert run(tiny, tmp_path / f"{name}.tif", tmp_path / f"{name}_out.tif") == 0
+        out = [p.asarray() for p in tifffile.TiffFile(tmp_path / f"{name}_out.tif").pages]
+        for got, want in zip(out, still_path(pages, tiny[1]), strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 # ---- bad inputs: one line, no output ---------------------------------------------------------------------

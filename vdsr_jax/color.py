@@ -50,9 +50,12 @@ def max_value(pixels: np.ndarray) -> int:
 
 
 def to_unit(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """H×W×C integer pixels (C = 1 to 4) as (colour, alpha): float64 in [0, 1] (MATLAB's `im2double`),
-    colour H×W×1 (grey) or H×W×3 (RGB), alpha H×W or None."""
-    scaled = pixels.astype(np.float64) / max_value(pixels)
+    """H×W×C pixels (C = 1 to 4) as (colour, alpha): float64 in [0, 1] (MATLAB's `im2double`: integer
+    samples divided by their full intensity, floating-point samples taken as they are), colour H×W×1 (grey)
+    or H×W×3 (RGB), alpha H×W or None."""
+    scaled = pixels.astype(np.float64)
+    if pixels.dtype.kind != "f":
+        scaled /= max_value(pixels)
     if pixels.shape[-1] in (2, 4):
         return scaled[..., :-1], scaled[..., -1]
     return scaled, None

@@ -186,16 +186,19 @@ def _planes_of(pixels: np.ndarray):
 
 
 def _to_pixels(planes: np.ndarray, channels: int, dtype) -> np.ndarray:
-    """Planes of `_planes_of` back to `channels` integer samples of `dtype`."""
+    """Planes of `_planes_of` back to `channels` samples of `dtype`: integer samples rounded as `quantize`
+    does, floating-point ones only clipped to [0, 1]."""
     colour = planes[..., :1] if channels in (1, 2) else ycbcr2rgb(planes[..., :3])
     values = colour if channels in (1, 3) else np.concatenate([colour, planes[..., -1:]], axis=-1)
-    return quantize(values, dtype)
+    return np.clip(values, 0, 1).astype(dtype) if np.dtype(dtype).kind == "f" else quantize(values, dtype)
 
 
 def upscale_image(pixels: np.ndarray, scale: float, net: TiledVDSR, bicubic: bool = False, progress=None):
-    """(VDSR output, bicubic output or None) of H×W×C uint8/uint16 pixels upscaled by `scale` (≥ 1):
-    same dtype and channels, ⌈scale·H⌉×⌈scale·W⌉. The network input is MATLAB's bicubic upscale of Y;
-    Cb, Cr and alpha are bicubic. `progress.update(1)` per tile. ImageError for an image under 2×2."""
+    """(VDSR output, bicubic output or None) of H×W×C pixels upscaled by `scale` (≥ 1): same dtype and
+    channels, ⌈scale·H⌉×⌈scale·W⌉. Samples are uint8/uint16 (results rounded, as `vdsr-upscale` writes them)
+    or floating-point in [0, 1] (results clipped to [0, 1], not rounded). The network input is MATLAB's
+    bicubic upscale of Y; Cb, Cr and alpha are bicubic. `progress.update(1)` per tile. ImageError for an
+    image under 2×2."""
     height, width, channels = pixels.shape
     if min(height, width) < MIN_SIDE:
         raise ImageError(f"image is {width}×{height} pixels; at least {MIN_SIDE}×{MIN_SIDE} needed")

@@ -125,10 +125,7 @@ def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndar
                     exif = im.getexif()
             else:
                 exif = im.getexif()
-                if im.mode == "CMYK":  # a CMYK JPEG; Pillow has undone Adobe's inverted samples
-                    pixels, icc = cmyk_to_rgb(np.asarray(im), icc), None
-                else:
-                    pixels = pillow_pixels(im, name)
+                pixels, icc = pillow_colours(im, name)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
@@ -396,6 +393,16 @@ def png_exif(data: bytes) -> Image.Exif | None:
     if exif is not None and (EXIF_ORIENTATION in exif or not in_text):
         return exif
     return None if in_text else Image.Exif()
+
+
+def pillow_colours(im: Image.Image, name: str) -> tuple[np.ndarray, bytes | None]:
+    """(H×W×C uint8 pixels, the ICC profile they are in or None) of a Pillow image, as `read_image` takes a
+    file Pillow decodes: CMYK to RGB through its profile (`cmyk_to_rgb`; Pillow has undone the inverted
+    samples of Adobe's CMYK JPEGs), any other mode by `pillow_pixels`."""
+    icc = im.info.get("icc_profile")
+    if im.mode == "CMYK":
+        return cmyk_to_rgb(np.asarray(im), icc), None
+    return pillow_pixels(im, name), icc
 
 
 def pillow_pixels(im: Image.Image, name: str) -> np.ndarray:

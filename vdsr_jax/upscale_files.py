@@ -2,7 +2,8 @@
 
     vdsr-upscale INPUT... --scale S -o OUT [--checkpoint WEIGHTS] [--compare] [--tile N] [--overwrite]
                  [--crf Q] [--lossless] [--batch B]
-    (or: python -m vdsr_jax.upscale …)
+    (or: python -m vdsr_jax.upscale_files …: named for the files it upscales, since vdsr_jax.upscale is the
+    function on arrays and PIL images, docs/api.md)
 
 INPUT: image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them (not recursive; hidden names such as
 macOS `._photo.png` are skipped). With one input file, OUT may be a file name with an image suffix (its
