@@ -49,6 +49,35 @@ def test_a_saved_model_loads_bit_for_bit_with_its_architecture(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no staging folder left beside it
 
 
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["folder of photos", "folder with a step-like name", "file"])
+def test_overwrite_never_replaces_what_is_not_a_checkpoint(tmp_path, kind):
+    """--overwrite replaces a checkpoint folder or a training workdir; a folder of other files (even one
+    with a folder named like a step) or a file would be deleted by the replacement, so it is refused and
+    kept byte for byte."""
+    target = tmp_path / "out"
+    if kind == "file":
+        target.write_bytes(b"notes")
+    else:
+        (target / ("0" if "step" in kind else "holiday")).mkdir(parents=True)
+        (target / ("0" if "step" in kind else "holiday") / "a.jpg").write_bytes(b"a photo")
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputExists, match="replaces only a checkpoint folder or a training workdir"):
+        checkpoint.save_model(target, random_params(), MODEL, overwrite=True)
+    assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_overwrite_replaces_an_empty_folder_and_a_training_workdir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    checkpoint.save_model(tmp_path / "empty", random_params(), MODEL, overwrite=True)
+    checkpoint.save_model(tmp_path / "run" / "checkpoints", random_params(seed=1), MODEL, step=7)
+    checkpoint.save_model(tmp_path / "run", random_params(seed=2), MODEL, overwrite=True)
+    assert_trees_equal(checkpoint.load_model(tmp_path / "run")[1], random_params(seed=2))
+
+
 def test_an_existing_folder_is_kept_unless_overwrite_then_replaced_whole(tmp_path):
     old, new = random_params(seed=1), random_params(seed=2)
     checkpoint.save_model(tmp_path / "ckpt", old, MODEL, step=1)

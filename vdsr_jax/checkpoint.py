@@ -111,13 +111,15 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
 
     The folder is written beside its final name and renamed when complete. OutputExists if `directory`
     exists and is not empty (a checkpoint or anything else) and not `overwrite`, also where another process
-    made it meanwhile (the rename fails on a folder that is not empty); with `overwrite` the old folder is
+    made it meanwhile (the rename fails on a folder that is not empty), and with `overwrite` where it is a
+    file or a folder of anything but checkpoints (`check_replaceable`); with `overwrite` the old folder is
     replaced once the new one is complete, holding it (`vdsr_jax.ownership`: OutputInUse where a training
     run is writing it). CheckpointError if `params` do not fit `model`.
     """
     validate_params(params, model)
     path = Path(directory).expanduser().absolute()
     refuse_existing(path, overwrite)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     try:
@@ -141,6 +143,25 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def holds_checkpoints(path: Path) -> bool:
+    """Whether the folder `path` is a checkpoint folder or a training workdir: it (or its `checkpoints/`)
+    holds a step folder with a model description."""
+    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    return root.is_dir() and any(step.name.isdigit() and (step / MODEL).is_dir() for step in root.iterdir())
+
+
+def check_replaceable(path) -> None:
+    """OutputExists unless `path` is free, an empty folder, or a folder of checkpoints (`holds_checkpoints`):
+    what `--overwrite` may replace. A file or a folder of anything else is never replaced by a checkpoint
+    folder, which would delete it."""
+    path = Path(path).expanduser()
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())) or holds_checkpoints(path):
+        return
+    what = "a folder that holds no vdsr_jax checkpoint" if path.is_dir() else "a file"
+    raise OutputExists(f"{path} is {what}: --overwrite replaces only a checkpoint folder or a training "
+                       "workdir; give another output")
 
 
 def _rename_to_new(staging: Path, path: Path) -> None:

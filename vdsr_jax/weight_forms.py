@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from vdsr_jax.checkpoint import load_model, model_from_spec, save_model
+from vdsr_jax.checkpoint import check_replaceable, load_model, model_from_spec, save_model
 from vdsr_jax.errors import CheckpointError, ConversionError, known_names
 from vdsr_jax.media import check_writable, refuse_existing
 from vdsr_jax.model import VDSR, model_spec
@@ -143,6 +143,8 @@ def convert(source, out, overwrite: bool = False, to_torch: bool = False,
                               "--from-torch takes torch files "
                               "(give other forms as INPUT; --to-torch DIR writes a torch file)")
     refuse_existing(out, overwrite)
+    if form_out == FOLDER:
+        check_replaceable(out)
     notes = []
     model, params = load_weights(source, notes=notes)
     if form_out == FOLDER:
