@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tifffile
+from conftest import png_chunks
 from PIL import Image
+from test_media_images import adobe_rgb_profile, photo_exif
 
 from vdsr_jax import checkpoint, media, upscale_files
 from vdsr_jax.data import load_images
@@ -592,6 +594,93 @@ def test_animation_with_alpha_into_a_video_is_refused(tmp_path, tiny, capsys):
     assert run(tiny, tmp_path / "anim.png", tmp_path / "out.mp4") == 1
     lines = error_lines(capsys)
     assert len(lines) == 1 and "cannot hold the alpha channel" in lines[0], lines
+
+
+# ---- colour profile and EXIF of animations ----------------------------------------------------------------
+
+def tagged_animation(path, frames, icc=None, exif=None):
+    """An animated WebP or PNG (Pillow) or a multi-page TIFF (tifffile) of H×W×3 uint8 `frames`, durations 40,
+    80 and 120 ms, with the ICC profile `icc` and the Pillow Exif `exif` (TIFF: its Orientation on every page,
+    its Make, Model and Copyright on the first, as IFD0 tags) where given."""
+    if path.suffix == ".tif":
+        with tifffile.TiffWriter(path) as tif:
+            for index, frame in enumerate(frames):
+                tags = [(274, "H", 1, exif[274], True)] if exif else []
+                if exif and index == 0:
+                    tags += [(tag, "s", 0, exif[tag], True) for tag in (0x010F, 0x0110, 0x8298)]
+                tif.write(frame, photometric="rgb", iccprofile=icc if index == 0 else None, extratags=tags)
+        return path
+    images = [Image.fromarray(f) for f in frames]
+    options = {"icc_profile": icc, "exif": exif} if icc else {}
+    images[0].save(path, save_all=True, append_images=images[1:], duration=[40, 80, 120], loop=0,
+                   **({"lossless": True} if path.suffix == ".webp" else {}), **options)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png", "pages.tif"])
+def test_animations_keep_the_profile_and_exif_marked_upright(tmp_path, tiny, name):
+    """Animated WebP and PNG and multi-page TIFF, read and written: the profile and EXIF as Pillow reads them back
+    (Orientation 1, the Exif IFD's pixel size the output's), every frame turned upright as EXIF Orientation 6
+    says (Pillow's ROTATE_270: the 0th row is the visual right side, EXIF 2.32 table 6) and otherwise as
+    without metadata; frame count and timing the same, and APNG's chunks those written without metadata,
+    iCCP and eXIf added before acTL and the first IDAT."""
+    frames = list(moving_shapes(3))  # 32 wide, 24 high: upright 24 wide, 32 high
+    upright = [np.asarray(Image.fromarray(f).transpose(Image.Transpose.ROTATE_270)) for f in frames]
+    tagged = tagged_animation(tmp_path / name, frames, adobe_rgb_profile(), photo_exif(32, 24))
+    plain = tagged_animation(tmp_path / f"plain_{name}", upright)
+    out, out_plain = tmp_path / f"out_{name}", tmp_path / f"out_plain_{name}"
+    assert run(tiny, tagged, out, "--lossless") == 0 and run(tiny, plain, out_plain, "--lossless") == 0
+    got, summary = decoded(out)
+    want, want_summary = decoded(out_plain)
+    assert summary == want_summary and summary["count"] == 3 and summary["size"] == (48, 64)
+    assert summary["durations"] == ([None] * 3 if name.endswith(".tif") else [40, 80, 120])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with Image.open(out) as im:
+        assert im.info["icc_profile"] == adobe_rgb_profile()
+        exif = im.getexif()
+    assert exif.get(274, 1) == 1 and (exif[0x010F], exif[0x8298]) == ("Camera maker", "(c) someone")
+    if not name.endswith(".tif"):  # the TIFF input has IFD0 tags only
+        details = exif.get_ifd(0x8769)
+        assert (details[0xA002], details[0xA003], details[0x9003]) == (48, 64, "2026:01:02 03:04:05")
+        assert exif.get_ifd(0x8825) == {1: "N", 2: (52.0, 31.0, 12.5)}
+    if name.endswith(".png"):
+        kinds = [c[4:8] for c in png_chunks(out.read_bytes())]
+        assert kinds[:3] == [b"IHDR", b"iCCP", b"eXIf"] and kinds.index(b"eXIf") < kinds.index(b"acTL")
+        assert kinds[:1] + kinds[3:] == [c[4:8] for c in png_chunks(out_plain.read_bytes())]
+
+
+@pytest.mark.parametrize("suffix,why", [(".gif", "GIF holds none"), (".mp4", "MP4 video as written here holds none")])
+def test_outputs_that_cannot_hold_the_profile_and_exif_say_so_before_the_work(tmp_path, suffix, why):
+    """GIF (GIF89a has no EXIF block, and an ICC profile only in an application extension few read) and video:
+    one note, heard before the first frame is processed; the output has neither (Pillow reads no profile)."""
+    source = tagged_animation(tmp_path / "anim.png", list(moving_shapes(3)), adobe_rgb_profile(), photo_exif(32, 24))
+    heard = []
+
+    def process(frames):
+        for pixels, frame in frames:
+            assert heard, "the note comes before the work"
+            yield pixels, frame
+
+    assert media.transcode(source, tmp_path / f"out{suffix}", lambda h, w: (h, w), process, note=heard.append) == 3
+    assert heard == [f"{tmp_path / f'out{suffix}'}: the colour profile and the EXIF of the input not kept ({why})"]
+    if suffix == ".gif":
+        with Image.open(tmp_path / "out.gif") as im:
+            assert "icc_profile" not in im.info and not im.getexif()
+
+
+def test_a_still_written_as_apng_keeps_its_profile_and_as_gif_says_it_does_not(tmp_path, tiny, capsys):
+    """A still image written in an animation format (a one-frame APNG or GIF) carries its metadata as an
+    animation does."""
+    Image.fromarray(next(moving_shapes(1))).save(tmp_path / "one.png", icc_profile=adobe_rgb_profile(),
+                                                 exif=photo_exif(32, 24))
+    assert run(tiny, tmp_path / "one.png", tmp_path / "out.apng") == 0
+    with Image.open(tmp_path / "out.apng") as im:
+        assert im.info["icc_profile"] == adobe_rgb_profile() and im.getexif()[0x8298] == "(c) someone"
+        assert im.size == (48, 64)  # turned upright
+    assert "note:" not in capsys.readouterr().err
+    assert run(tiny, tmp_path / "one.png", tmp_path / "out.gif") == 0
+    assert capsys.readouterr().err.count("note: ") == 1
 
 
 # ---- still images in animation formats -------------------------------------------------------------------

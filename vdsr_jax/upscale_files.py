@@ -15,8 +15,9 @@ separate OUT folders. An OUT whose suffix is a misspelt format (`out.pnj`) is re
 
 Videos (.mp4, .mkv, .avi, .mov, .webm) and images of several frames (animated GIF, WebP and PNG, multi-page
 TIFF) are upscaled frame by frame as a stream (see vdsr_jax.media): frame count, each frame's timing, the
-loop count, a video's display matrix (applied to the pixels), sample aspect ratio and colour description are
-kept; every other stream is copied (not re-encoded), converted (audio the container refuses; a `note:` line
+loop count, a video's display matrix (applied to the pixels), sample aspect ratio and colour description, an
+animation's EXIF orientation (applied to the pixels), profile and EXIF (not in GIF or video outputs: a
+`note:` says so) are kept; every other stream is copied (not re-encoded), converted (audio the container refuses; a `note:` line
 says so) or refused before the first frame. A GIF or APNG of one frame is written as a GIF or APNG. Video
 output is H.264 (libx264, yuv420p) at --crf 18 (VP9 at --crf 31 for .webm); --lossless writes frames exactly
 (H.264 RGB qp 0, VP9 lossless for .webm; lossless WebP). --batch windows go to the device per call. An interrupted run leaves no

@@ -1,11 +1,14 @@
 """Multi-frame images: animated GIF, WebP and PNG, and multi-page TIFF.
 
 Read by Pillow (tifffile for TIFF, which keeps 16 bits) one frame at a time: every frame as composed for
-display, its duration and the loop count are kept. Written, 8 bits except TIFF, by FFmpeg (GIF: frames
-quantised as Pillow quantises a GIF; APNG: lossless) and tifffile a frame at a time, and by Pillow for WebP
-(see `WebPAnimationWriter`).
+display, its duration and the loop count are kept, and the colour profile and EXIF (orientation applied).
+Written, 8 bits except TIFF, by FFmpeg (GIF: frames quantised as Pillow quantises a GIF; APNG: lossless) and
+tifffile a frame at a time, and by Pillow for WebP (see `WebPAnimationWriter`); the profile and EXIF go into
+APNG, WebP and TIFF, as into still images (GIF holds neither).
 """
 import contextlib
+import os
+import shutil
 import struct
 import zlib
 from fractions import Fraction
@@ -17,8 +20,10 @@ from PIL import Image
 
 from vdsr_jax.errors import ImageError
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import (PIL_MODES, channels_last, pillow_image, pillow_pixels, tiff_page_pixels,
-                                   to_8_bits)
+from vdsr_jax.media.images import (EXIF_ORIENTATION, NO_METADATA, PIL_MODES, ImageMetadata, channels_last,
+                                   link_exif_ifds, load_exif, orient, picture_exif, picture_tags, pillow_image,
+                                   pillow_pixels, png_metadata_chunks, profile_for, tiff_exif,
+                                   tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits)
 
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 
@@ -33,7 +38,9 @@ class AnimationReader(FrameReader):
     `images.pillow_pixels` reads a still (palettes grey where their colours are); GIF frames after the first,
     which Pillow expands to RGB(A), count as grey where they hold grey only and the first frame is grey.
     TIFF pages come in their own layout (8 or 16 bits, 1 to 4 channels), in the colours their photometric
-    interpretation means, as a still TIFF is read (`images.tiff_page_pixels`)."""
+    interpretation means, as a still TIFF is read (`images.tiff_page_pixels`). Every frame is upright: the
+    file's EXIF orientation (a TIFF page's Orientation tag) is applied, as to a still. `metadata`: the colour
+    profile and EXIF of the file (Pillow) or of its first page (TIFF), as `images.ImageMetadata` has them."""
 
     kind = "animation"
 
@@ -48,6 +55,8 @@ class AnimationReader(FrameReader):
             else:
                 self.file = Image.open(self.path)
                 self.count, self.loop = self.file.n_frames, self.file.info.get("loop")
+                self.exif, self.icc = self.file.getexif(), self.file.info.get("icc_profile")
+                self.orientation = self.exif.get(EXIF_ORIENTATION, 1)
         except Exception as e:  # noqa: BLE001 - codecs raise many kinds for damaged files
             raise ImageError(f"{self.path}: damaged or unreadable image ({type(e).__name__}: {e})") from None
         layouts = []  # the channels of each frame as decoded
@@ -64,12 +73,27 @@ class AnimationReader(FrameReader):
         self.grey = all(channels <= 2 for channels in layouts)
         self.channels = (1 if self.grey else 3) + any(channels in (2, 4) for channels in layouts)
         self.rate = None
+        self.metadata = self._metadata(layouts[0])
+
+    def _metadata(self, channels: int) -> ImageMetadata:
+        """The file's ImageMetadata, its profile where it is one for frames of `channels` channels."""
+        try:
+            if self.tiff:
+                with open(self.path, "rb") as file:
+                    return ImageMetadata(profile_for(self.icc, channels),
+                                         picture_exif(tiff_exif(file, self.file.pages[0])))
+            return ImageMetadata(profile_for(self.icc, channels), picture_exif(self.exif))
+        except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for damaged EXIF
+            raise ImageError(f"{self.path}: damaged EXIF ({type(e).__name__}: {e})") from None
 
     def _decode(self, index: int) -> np.ndarray:
         """Frame `index` as H×W×C uint8/uint16 pixels in its own layout (C = 1 to 4; GIF: see the class)."""
         if self.tiff:
-            name = f"{self.path} page {index + 1}"
-            return channels_last(tiff_page_pixels(self.file.pages[index], name)[0], name)
+            name, page = f"{self.path} page {index + 1}", self.file.pages[index]
+            pixels, icc = tiff_page_pixels(page, name)
+            if index == 0:
+                self.icc = icc
+            return orient(channels_last(pixels, name), tiff_orientation(page))
         self.file.seek(index)
         name = f"{self.path} frame {index + 1}"
         if self.file.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
@@ -80,7 +104,7 @@ class AnimationReader(FrameReader):
             self.first_grey = pixels.shape[-1] <= 2
         elif self.file.format == "GIF" and self.first_grey and pixels.shape[-1] >= 3 and _holds_grey(pixels):
             pixels = np.concatenate([pixels[..., :1], pixels[..., 3:]], axis=-1)  # expanded by Pillow
-        return pixels
+        return orient(pixels, self.orientation)
 
     def frames(self, on_packet=None):
         for index in range(self.count):
@@ -122,10 +146,12 @@ class FFmpegAnimationWriter(FrameWriter):
     learn its delay from the next time stamp). GIF frames are quantised as Pillow's GIF writer does (an
     adaptive palette of at most 256 colours per frame, its first fully transparent colour kept transparent;
     grey frames exact; frames of an animation with alpha whole, each cleared to transparent after display);
-    APNG frames are lossless, 8 bits."""
+    APNG frames are lossless, 8 bits, with the colour profile and EXIF of `metadata` (`images.kept_metadata`
+    for PNG: GIF holds neither) as iCCP and eXIf chunks after IHDR, EXIF giving the height×width size."""
 
-    def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int):
+    def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int, metadata=NO_METADATA):
         self.av = av  # PyAV
+        self.tmp, self.size, self.metadata = tmp, (height, width), metadata
         self.gif = suffix == ".gif"
         if self.gif:  # a NETSCAPE loop block only where the source had one, as Pillow writes GIFs
             muxer, options, pix_fmt = "gif", {"loop": str(-1 if reader.loop is None else reader.loop)}, "pal8"
@@ -179,10 +205,29 @@ class FFmpegAnimationWriter(FrameWriter):
             _set_apng_delay(self.held, milliseconds)
         self.container.mux(self.held)
         self.container.close()
+        exif = self.metadata.exif and picture_exif(load_exif(self.metadata.exif), self.size)
+        chunks = png_metadata_chunks(self.metadata.icc_profile, exif)
+        if chunks and not self.gif:
+            _insert_after_ihdr(self.tmp, chunks)
 
     def abort(self):
         with contextlib.suppress(Exception):
             self.container.close()
+
+
+def _insert_after_ihdr(path: Path, chunks: bytes) -> None:
+    """Rewrite the PNG file at `path` with `chunks` right after its IHDR chunk (the signature's 8 bytes and
+    IHDR's 25), copying the rest as it is."""
+    whole = path.with_name(path.name + ".metadata")
+    try:
+        with open(path, "rb") as source, open(whole, "wb") as target:
+            head = source.read(33)
+            assert head[12:16] == b"IHDR", "FFmpeg's APNG starts with IHDR"
+            target.write(head + chunks)
+            shutil.copyfileobj(source, target)
+        os.replace(whole, path)
+    finally:
+        whole.unlink(missing_ok=True)
 
 
 def _quantised(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -254,14 +299,19 @@ class WebPAnimationWriter(FrameWriter):
     Pillow's encoder reads the frames of one image file one at a time, so the upscaled frames are spilled
     (8 bits, uncompressed) to a multi-page TIFF beside the output and encoded from it at the end; libwebp's
     animation encoder keeps the *encoded* frames until it assembles the file, so memory grows by the
-    compressed size only."""
+    compressed size only. The colour profile and EXIF of `metadata` (`images.kept_metadata` for WebP) go into
+    ICCP and EXIF chunks, EXIF giving the height×width size."""
 
-    def __init__(self, tmp: Path, reader, lossless: bool):
+    def __init__(self, tmp: Path, reader, lossless: bool, height: int, width: int, metadata=NO_METADATA):
         self.tmp, self.spill = tmp, tmp.with_name(tmp.name + ".frames.tif")
         self.pages = TiffPagesWriter(self.spill)
         self.options = {"lossless": True} if lossless else {"quality": 95}
         if reader.loop is not None:
             self.options["loop"] = reader.loop
+        if metadata.icc_profile:
+            self.options["icc_profile"] = metadata.icc_profile
+        if metadata.exif:
+            self.options["exif"] = picture_exif(load_exif(metadata.exif), (height, width))
         self.durations = []
 
     def write(self, pixels: np.ndarray, frame: Frame):
@@ -282,21 +332,33 @@ class WebPAnimationWriter(FrameWriter):
 
 
 class TiffPagesWriter(FrameWriter):
-    """A multi-page TIFF, a page per frame as it comes (8 or 16 bits; pages may differ in size)."""
+    """A multi-page TIFF (little-endian), a page per frame as it comes (8 or 16 bits; pages may differ in
+    size). The colour profile and EXIF of `metadata` (`images.kept_metadata` for TIFF) go into the first page,
+    as a still TIFF holds them (`images.tiff_metadata_options`), EXIF giving that page's size."""
 
     fixed_size = False
 
-    def __init__(self, tmp: Path):
-        self.file = tifffile.TiffWriter(tmp)
+    def __init__(self, tmp: Path, metadata=NO_METADATA):
+        self.tmp, self.metadata, self.tags = tmp, metadata, None
+        self.file = tifffile.TiffWriter(tmp, byteorder="<")
 
     def write(self, pixels: np.ndarray, frame: Frame):
         channels = pixels.shape[-1]
+        options = {"metadata": None}
+        if self.metadata is not None:  # the first page
+            exif = self.metadata.exif and load_exif(self.metadata.exif)
+            self.tags = exif and picture_tags(exif, pixels.shape[:2])
+            options = tiff_metadata_options(self.metadata.icc_profile, self.tags)
+            self.metadata = None
         self.file.write(pixels[..., 0] if channels == 1 else pixels,
                         photometric="minisblack" if channels <= 2 else "rgb",
-                        extrasamples=("unassalpha",) if channels in (2, 4) else None)
+                        extrasamples=("unassalpha",) if channels in (2, 4) else None, **options)
 
     def close(self):
         self.file.close()
+        if self.tags:
+            with open(self.tmp, "r+b") as file:
+                link_exif_ifds(file, self.tags)
 
     def abort(self):
         with contextlib.suppress(Exception):

@@ -20,7 +20,7 @@ from PIL import Image
 from vdsr_jax.errors import ImageError
 from vdsr_jax.media.animation import AnimationReader, FFmpegAnimationWriter, TiffPagesWriter, WebPAnimationWriter
 from vdsr_jax.media.frames import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import atomic_output, read_image
+from vdsr_jax.media.images import atomic_output, kept_metadata, metadata_note, read_image_and_metadata
 from vdsr_jax.media.video import VideoReader, VideoWriter, codec_errors, pyav, reason
 
 # (pixels, frame) pairs in, (processed pixels, frame) pairs out, in order; see `transcode`
@@ -48,14 +48,14 @@ def is_frame_file(path) -> bool:
 # ---- reading -----------------------------------------------------------------------------------------------
 
 class StillReader(FrameReader):
-    """An image of one frame, as `images.read_image` reads it (EXIF orientation applied, 16-bit PNG kept),
-    with the delay and loop count its file states (GIF, APNG)."""
+    """An image of one frame, as `images.read_image_and_metadata` reads it (EXIF orientation applied, 16-bit
+    PNG kept; its colour profile and EXIF), with the delay and loop count its file states (GIF, APNG)."""
 
     kind = "still"
 
     def __init__(self, path):
         self.path = Path(path)
-        self.pixels = read_image(self.path)
+        self.pixels, self.metadata = read_image_and_metadata(self.path)
         self.height, self.width, self.channels = self.pixels.shape
         self.grey = self.channels <= 2
         self.count, self.rate, self.time_base = 1, None, Fraction(1, 1000)
@@ -124,20 +124,34 @@ def check_output(reader: FrameReader, target: Path) -> None:
                          "write .png, .webp, .gif or .tif")
 
 
+# The format of each animation suffix, for what of an image's metadata it holds (`images.kept_metadata`).
+ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG", ".tif": "TIFF",
+                     ".tiff": "TIFF"}
+
+
+def metadata_format(target: Path) -> str:
+    """The format name of an animation or video output, as `images.kept_metadata` takes it (a video holds no
+    image metadata)."""
+    suffix = target.suffix.lower()
+    return ANIMATION_FORMATS.get(suffix) or f"{suffix[1:].upper()} video as written here"
+
+
 def open_writer(tmp: Path, target: Path, reader: FrameReader, height: int, width: int, crf,
                 lossless: bool, note=None) -> FrameWriter:
     """The writer for `target`'s suffix, writing height×width frames to `tmp` (`note(text)`: what a video writer
-    converts); MissingDependency naming `target` where it needs PyAV (videos, GIF, APNG) and PyAV is not
-    installed."""
+    converts), with what of the reader's `metadata` the format holds (`images.kept_metadata`);
+    MissingDependency naming `target` where it needs PyAV (videos, GIF, APNG) and PyAV is not installed."""
     suffix = target.suffix.lower()
     if suffix in VIDEO_SUFFIXES:
         return VideoWriter(pyav(target, "writing a video"), tmp, suffix, reader, height, width, crf, lossless,
                            note)
+    metadata = kept_metadata(metadata_format(target), reader.metadata, reader.channels)
     if suffix in (".tif", ".tiff"):
-        return TiffPagesWriter(tmp)
+        return TiffPagesWriter(tmp, metadata)
     if suffix == ".webp":
-        return WebPAnimationWriter(tmp, reader, lossless)
-    return FFmpegAnimationWriter(pyav(target, f"writing {suffix[1:].upper()}"), tmp, suffix, reader, height, width)
+        return WebPAnimationWriter(tmp, reader, lossless, height, width, metadata)
+    return FFmpegAnimationWriter(pyav(target, f"writing {suffix[1:].upper()}"), tmp, suffix, reader, height, width,
+                                 metadata)
 
 
 def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], process: Process,
@@ -149,8 +163,10 @@ def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], 
     `out_shape(height, width)` is the (height, width) of every output frame for the source's frame size;
     `process` maps an iterable of (H×W×C pixels, Frame) pairs to (processed pixels, the same Frame) pairs in
     the same order, lazily, so frames stream through. Timing, loop count, a video's display and colour
-    description and its other streams are kept (see the readers and writers; `note(text)`, print by default,
-    hears of each stream converted or copied unscaled); `crf` and `lossless` set the video or WebP encoding.
+    description and its other streams, an image's colour profile and EXIF where the output format holds them
+    (`images.kept_metadata`) are kept (see the readers and writers; `note(text)`, print by default, hears
+    before the first frame of what metadata is not kept, and of each stream converted or copied unscaled);
+    `crf` and `lossless` set the video or WebP encoding.
     `progress.reset(total=count)` once, `progress.update(1)` per frame written. ImageError naming the file
     (and the frame, for a decoding failure or a frame of another size; the stream, for one the output cannot
     take); MissingDependency naming it where PyAV is needed and not installed (videos; GIF and APNG output);
@@ -162,6 +178,9 @@ def transcode(source, target, out_shape: Callable[[int, int], tuple[int, int]], 
     written = 0
     with open_frames(source) as reader:
         check_output(reader, target)
+        lost = metadata_note(target, reader.metadata, reader.channels, metadata_format(target))
+        if lost:
+            (note or print)(lost)
         height, width = out_shape(reader.height, reader.width)
         if progress is not None:
             progress.reset(total=reader.count)

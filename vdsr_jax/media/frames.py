@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from vdsr_jax.media.images import NO_METADATA, ImageMetadata
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
 ANIMATION_SUFFIXES = (".gif", ".webp", ".png", ".apng", ".tif", ".tiff")  # frame files when of several frames
 FRAME_SUFFIXES = VIDEO_SUFFIXES + (".gif", ".apng")  # listed in folders by `upscale` beside still images
@@ -46,6 +48,8 @@ class FrameReader(abc.ABC):
     sample_aspect_ratio: the width/height of a pixel as displayed (videos; None: square or unknown).
     colour: the colour description frames are decoded with (videos: FFmpeg's colorspace, color_range,
         color_primaries and color_trc numbers where the file gives them).
+    metadata: the colour profile and EXIF of an image file (its first frame or page; `images.ImageMetadata`,
+        EXIF orientation applied to every frame); none for videos.
     decoded: how many frames have been decoded so far (for messages).
     """
 
@@ -62,6 +66,7 @@ class FrameReader(abc.ABC):
     streams: Sequence = ()
     sample_aspect_ratio: Fraction | None = None
     colour: Mapping[str, int] = MappingProxyType({})
+    metadata: ImageMetadata = NO_METADATA
     decoded: int = 0
 
     @abc.abstractmethod

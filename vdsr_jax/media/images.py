@@ -210,20 +210,32 @@ def _decode_tiff(data: bytes, name: str):
         with tifffile.TiffFile(io.BytesIO(data)) as tiff:
             _refuse_frames(len(tiff.pages), name)
             page = tiff.pages[0]
-            tag = page.tags.get(EXIF_ORIENTATION)
-            orientation = int(tag.value) if tag else 1
             pixels, icc = tiff_page_pixels(page, name)
-            shaped = page.is_shaped
-        exif = Image.Exif()
-        if data[:4] in TIFF_SIGNATURES[:2]:
-            exif.load(data)
-            if shaped:  # ImageDescription holds tifffile's JSON of the array's shape, not a description
-                del exif[0x010E]
+            exif = tiff_exif(io.BytesIO(data), page)
+            orientation = tiff_orientation(page)
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - tifffile raises TiffFileError, ValueError, ... for damaged files
         raise ImageError(f"{name}: damaged or unreadable image ({type(e).__name__}: {e})") from None
     return _upright(pixels, orientation, exif, icc, name)
+
+
+def tiff_orientation(page) -> int:
+    """The Orientation tag (274) of a tifffile page; 1 where it has none."""
+    tag = page.tags.get(EXIF_ORIENTATION)
+    return int(tag.value) if tag else 1
+
+
+def tiff_exif(file, page) -> Image.Exif:
+    """The EXIF of a TIFF's first IFD (`page`, a tifffile page) read by Pillow from the binary `file` (classic
+    TIFF; empty for BigTIFF); read its IFDs (`picture_exif`) while `file` is open."""
+    exif = Image.Exif()
+    if file.read(4) in TIFF_SIGNATURES[:2]:
+        file.seek(0)
+        exif.load_from_fp(file)
+        if page.is_shaped:  # ImageDescription holds tifffile's JSON of the array's shape, not a description
+            del exif[0x010E]
+    return exif
 
 
 # Photometric interpretations that are not pictures to upscale, and why (TIFF 6.0, DNG 1.4, TIFF/EP).
@@ -517,11 +529,12 @@ def kept_metadata(fmt: str, metadata: ImageMetadata, channels: int) -> ImageMeta
                          None if "EXIF" in lost else metadata.exif)
 
 
-def metadata_note(path, metadata: ImageMetadata, channels: int) -> str | None:
+def metadata_note(path, metadata: ImageMetadata, channels: int, fmt: str | None = None) -> str | None:
     """One line naming what of `metadata` a file at `path` of `channels` channels will not hold (see
-    `kept_metadata`) and why, or None where it holds all of it."""
+    `kept_metadata`) and why, or None where it holds all of it. `fmt`: the file's format name where it is
+    not a still image's (`output_format`), e.g. GIF."""
     groups = {}
-    for what, why in _not_kept(output_format(path), metadata, channels).items():
+    for what, why in _not_kept(fmt or output_format(path), metadata, channels).items():
         groups.setdefault(why, []).append(what)
     parts = [f"the {' and the '.join(whats)} of the input not kept ({why})" for why, whats in groups.items()]
     return f"{path}: {'; '.join(parts)}" if parts else None
@@ -557,14 +570,20 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_META
 
 
 def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
-    """PNG file bytes with an iCCP chunk for `icc` and an eXIf chunk for `exif` (`Image.Exif.tobytes`) put
-    after IHDR, before the image data (PNG 3rd edition, 11.3.2.3 and 11.3.6)."""
+    """PNG file bytes with `png_metadata_chunks` after IHDR."""
+    return png[:33] + png_metadata_chunks(icc, exif) + png[33:]  # signature (8 bytes), IHDR (25)
+
+
+def png_metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
+    """An iCCP chunk for `icc` and an eXIf chunk for `exif` (`Image.Exif.tobytes`), to be put right after IHDR,
+    before PLTE, acTL and the image data (PNG 3rd edition, 11.3.2.3 and 11.3.6; APNG's acTL and fcTL may
+    come anywhere before the first IDAT)."""
     chunks = b""
     if icc:
         chunks += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc))  # name, compression method 0
     if exif:
         chunks += _png_chunk(b"eXIf", exif[6:])  # without the b"Exif\0\0" of JPEG's APP1 segment
-    return png[:33] + chunks + png[33:]  # signature (8 bytes), IHDR (25)
+    return chunks
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -575,40 +594,57 @@ _ASCII_PICTURE_TAGS = (0x010F, 0x0110, 0x0132, 0x013B, 0x8298)  # written by tif
 
 
 def _tiff_with_metadata(pixels: np.ndarray, icc: bytes | None, tags: dict | None) -> bytes:
-    """TIFF file bytes (tifffile, little-endian) of `pixels` with `icc` and the `picture_tags` `tags`: the
-    text tags, description and resolution in IFD0; the Exif and GPS IFDs serialised by Pillow after the
-    image. tifffile does not write these IFDs' pointer tags, so it writes a placeholder under the tag number
-    just below (unused in IFD0, and the entries stay in ascending order), which is then given the pointer's
-    number and the IFD's offset."""
-    tags = tags or {}
-    text = [(tag, "s", 0, tags[tag], True) for tag in _ASCII_PICTURE_TAGS if isinstance(tags.get(tag), str)]
-    ifds = [tag for tag in (EXIF_IFD, GPS_IFD) if tag in tags]
-    options = {}
-    if isinstance(tags.get(0x011A), numbers.Real) and isinstance(tags.get(0x011B), numbers.Real):
-        options = dict(resolution=(float(tags[0x011A]), float(tags[0x011B])), resolutionunit=tags.get(0x0128, 2))
+    """TIFF file bytes (tifffile, little-endian) of `pixels` with `icc` and the `picture_tags` `tags`
+    (`tiff_metadata_options`, `link_exif_ifds`)."""
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, pixels[..., 0] if pixels.shape[-1] == 1 else pixels, byteorder="<", metadata=None,
+    tifffile.imwrite(buffer, pixels[..., 0] if pixels.shape[-1] == 1 else pixels, byteorder="<",
                      photometric="minisblack" if pixels.shape[-1] <= 2 else "rgb",
                      extrasamples=("unassalpha",) if pixels.shape[-1] in (2, 4) else None,
-                     iccprofile=icc, description=tags.get(0x010E) if isinstance(tags.get(0x010E), str) else None,
-                     extratags=text + [(tag - 1, "I", 1, 0, True) for tag in ifds], **options)
-    data = bytearray(buffer.getvalue())
-    for tag in ifds:
-        offset = len(data) + len(data) % 2  # IFDs start on a word boundary (TIFF 6.0, section 2)
+                     **tiff_metadata_options(icc, tags))
+    link_exif_ifds(buffer, tags)
+    return buffer.getvalue()
+
+
+def tiff_metadata_options(icc: bytes | None, tags: dict | None) -> dict:
+    """Options of tifffile's `write` that put `icc` and the `picture_tags` `tags` into the first IFD of a
+    little-endian classic TIFF: the text tags, description and resolution. The Exif and GPS IFDs are added by
+    `link_exif_ifds` once the file is written: tifffile does not write these IFDs' pointer tags, so a
+    placeholder goes under the tag number just below (unused in IFD0, and the entries stay in ascending
+    order)."""
+    tags = tags or {}
+    text = [(tag, "s", 0, tags[tag], True) for tag in _ASCII_PICTURE_TAGS if isinstance(tags.get(tag), str)]
+    options = dict(metadata=None, iccprofile=icc,
+                   description=tags.get(0x010E) if isinstance(tags.get(0x010E), str) else None,
+                   extratags=text + [(tag - 1, "I", 1, 0, True) for tag in (EXIF_IFD, GPS_IFD) if tag in tags])
+    if isinstance(tags.get(0x011A), numbers.Real) and isinstance(tags.get(0x011B), numbers.Real):
+        options.update(resolution=(float(tags[0x011A]), float(tags[0x011B])), resolutionunit=tags.get(0x0128, 2))
+    return options
+
+
+def link_exif_ifds(file, tags: dict | None) -> None:
+    """Append the Exif and GPS IFDs of `tags` (serialised by Pillow) to a TIFF written with
+    `tiff_metadata_options(..., tags)`, open in `file` (binary, readable and writable), and give each
+    placeholder of IFD0 the pointer's number and the IFD's offset."""
+    for tag in (tag for tag in (EXIF_IFD, GPS_IFD) if tag in (tags or {})):
+        end = file.seek(0, os.SEEK_END)
+        offset = end + end % 2  # IFDs start on a word boundary (TIFF 6.0, section 2)
         ifd = TiffImagePlugin.ImageFileDirectory_v2(b"II*\0\0\0\0\0", group=tag)
         ifd.update(tags[tag])
-        data += b"\0" * (offset - len(data)) + ifd.tobytes(offset)
-        entry = _ifd0_entry(data, tag - 1)
-        data[entry:entry + 2], data[entry + 8:entry + 12] = tag.to_bytes(2, "little"), offset.to_bytes(4, "little")
-    return bytes(data)
+        file.write(b"\0" * (offset - end) + ifd.tobytes(offset))
+        file.seek(_ifd0_entry(file, tag - 1))
+        file.write(tag.to_bytes(2, "little") + b"\4\0\1\0\0\0" + offset.to_bytes(4, "little"))  # LONG, 1
 
 
-def _ifd0_entry(data: bytes, tag: int) -> int:
-    """Position of `tag`'s 12-byte entry in IFD0 of classic little-endian TIFF bytes (TIFF 6.0, section 2)."""
-    ifd0 = int.from_bytes(data[4:8], "little")
-    for position in range(ifd0 + 2, ifd0 + 2 + 12 * int.from_bytes(data[ifd0:ifd0 + 2], "little"), 12):
-        if int.from_bytes(data[position:position + 2], "little") == tag:
-            return position
+def _ifd0_entry(file, tag: int) -> int:
+    """Position of `tag`'s 12-byte entry in IFD0 of a classic little-endian TIFF file (TIFF 6.0, section 2)."""
+    file.seek(4)
+    ifd0 = int.from_bytes(file.read(4), "little")
+    file.seek(ifd0)
+    count = int.from_bytes(file.read(2), "little")
+    entries = file.read(12 * count)
+    for index in range(count):
+        if int.from_bytes(entries[12 * index:12 * index + 2], "little") == tag:
+            return ifd0 + 2 + 12 * index
     raise AssertionError(f"tag {tag} missing from IFD0")
 
 
