@@ -36,8 +36,8 @@ def test_a_signal_ends_a_wait_for_results_that_do_not_come(signum):
     stop = StopRequest(grace_s=0.5)
     with stop:
         pending = slow()
+        start = time.monotonic()  # before the timer starts: the signal comes at least 0.2 s after it
         threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
-        start = time.monotonic()
         with pytest.raises(TrainingAbandoned) as stopped:
             stop.wait([pending], step=7)
         waited = time.monotonic() - start
