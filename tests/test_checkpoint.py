@@ -53,17 +53,26 @@ def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("kind", ["folder of photos", "folder with a step-like name", "file"])
-def test_overwrite_never_replaces_what_is_not_a_checkpoint(tmp_path, kind):
-    """--overwrite replaces a checkpoint folder or a training workdir; a folder of other files (even one
-    with a folder named like a step) or a file would be deleted by the replacement, so it is refused and
-    kept byte for byte."""
-    target = tmp_path / "out"
+def user_files(target, kind):
+    """`target` as a user may have it: a file, a folder of their files, or checkpoints with their files beside."""
     if kind == "file":
         target.write_bytes(b"notes")
-    else:
+    elif kind in ("folder of photos", "folder with a step-like name"):
         (target / ("0" if "step" in kind else "holiday")).mkdir(parents=True)
         (target / ("0" if "step" in kind else "holiday") / "a.jpg").write_bytes(b"a photo")
+    else:  # a project folder whose checkpoints/ makes it look like a workdir, or a checkpoint folder + a file
+        checkpoint.save_model(target / "checkpoints" if "project" in kind else target, random_params(), MODEL)
+        (target / "thesis.tex").write_bytes(b"my thesis")
+
+
+@pytest.mark.parametrize("kind", ["folder of photos", "folder with a step-like name", "file",
+                                  "project with checkpoints/", "checkpoint folder with a file beside"])
+def test_overwrite_never_replaces_what_is_not_a_checkpoint(tmp_path, kind):
+    """--overwrite replaces a checkpoint folder or a training workdir; a folder holding anything else (even
+    a folder named like a step, or checkpoints beside the user's own files) or a file would be deleted by
+    the replacement, so it is refused and kept byte for byte."""
+    target = tmp_path / "out"
+    user_files(target, kind)
     before = snapshot(tmp_path)
     with pytest.raises(OutputExists, match="replaces only a checkpoint folder or a training workdir"):
         checkpoint.save_model(target, random_params(), MODEL, overwrite=True)

@@ -375,6 +375,9 @@ def test_a_budget_ends_the_run_on_time_with_the_schedule_scaled_to_the_planned_s
     lrs = lr_rows(tmp_path)
     assert_schedule(lrs, decay_every)
     assert {round(lr, 6) for lr in lrs.values()} >= {0.1, 0.01, 0.001}
+    # every file a run writes is one `convert --overwrite` knows as a workdir's (it replaces nothing else)
+    assert {p.name for p in tmp_path.iterdir()} <= checkpoint.WORKDIR_ENTRIES
+    checkpoint.check_replaceable(tmp_path)
 
 
 @pytest.mark.slow

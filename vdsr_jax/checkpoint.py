@@ -145,23 +145,47 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
     return path
 
 
-def holds_checkpoints(path: Path) -> bool:
-    """Whether the folder `path` is a checkpoint folder or a training workdir: it (or its `checkpoints/`)
-    holds a step folder with a model description."""
-    root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    return root.is_dir() and any(step.name.isdigit() and (step / MODEL).is_dir() for step in root.iterdir())
+# What a training run writes in its workdir (training.py, metric_writer.py, budget.py, ownership.py); a test
+# checks a real workdir against it. A folder holding anything else is never replaced.
+WORKDIR_ENTRIES = frozenset({"checkpoints", "config.json", "plan.json", "metrics.jsonl", "training.png",
+                             "tensorboard", "images", "run.lock"})
+
+
+def _contents(path: Path) -> tuple[list[str], bool]:
+    """(the entries of the folder `path` that no checkpoint folder or training workdir holds, whether it holds
+    a checkpoint step). Ours: step folders (and orbax's `<step>.orbax-checkpoint-tmp-…`), the run lock, and a
+    workdir's files beside its `checkpoints/`."""
+    workdir = (path / "checkpoints").is_dir()
+    root = path / "checkpoints" if workdir else path
+    foreign = [p.name for p in path.iterdir() if p.name not in WORKDIR_ENTRIES] if workdir else []
+    has_step = False
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name.split(".")[0].isdigit():
+            has_step = has_step or (entry / MODEL).is_dir()
+        elif entry.name != "run.lock":
+            foreign.append(str(entry.relative_to(path)))
+    return sorted(foreign), has_step
 
 
 def check_replaceable(path) -> None:
-    """OutputExists unless `path` is free, an empty folder, or a folder of checkpoints (`holds_checkpoints`):
-    what `--overwrite` may replace. A file or a folder of anything else is never replaced by a checkpoint
-    folder, which would delete it."""
+    """OutputExists unless `path` is free, an empty folder, or a checkpoint folder or training workdir that
+    holds nothing else: what `--overwrite` may replace. A file, or a folder holding anything else (which the
+    replacement would delete), never is."""
     path = Path(path).expanduser()
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())) or holds_checkpoints(path):
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return
-    what = "a folder that holds no vdsr_jax checkpoint" if path.is_dir() else "a file"
-    raise OutputExists(f"{path} is {what}: --overwrite replaces only a checkpoint folder or a training "
-                       "workdir; give another output")
+    if not path.is_dir():
+        reason = "is a file"
+    else:
+        foreign, has_step = _contents(path)
+        if foreign:
+            reason = f"holds {', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}, which no checkpoint holds"
+        elif not has_step:
+            reason = "is a folder that holds no vdsr_jax checkpoint"
+        else:
+            return
+    raise OutputExists(f"{path} {reason}: --overwrite replaces only a checkpoint folder or a training workdir "
+                       "(replacing this would delete it); give another output")
 
 
 def _rename_to_new(staging: Path, path: Path) -> None:
