@@ -247,11 +247,29 @@ def test_unwritable_output_is_refused_before_the_weights_are_read(tmp_path, caps
 def test_bad_and_absent_weights(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    status, lines = error_lines(capsys, ["--checkpoint", str(bad), "--format", "stablehlo", "-o", str(tmp_path / "a")])
+    status, lines = error_lines(capsys, ["--checkpoint", str(bad), "--format", "stablehlo",
+                                         "-o", str(tmp_path / "a.stablehlo")])
     assert_one_error_line(status, lines, "bad.npz")
     status, lines = error_lines(capsys, ["--format", "onnx", "-o", str(tmp_path / "b.onnx")])  # no bundled weights
     assert_one_error_line(status, lines, "--checkpoint")
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b.onnx").exists()
+    assert not (tmp_path / "a.stablehlo").exists() and not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize("fmt, name, fragment", [
+    ("onnx", "y.onx", "did you mean '.onnx'"),
+    ("onnx", "y.stablehlo", "writes a .onnx file"),
+    ("onnx-pipeline", "p", "writes a .onnx file"),
+    ("stablehlo", "y.onnx", "writes a .stablehlo file"),
+])
+def test_an_output_name_of_another_format_is_refused_before_the_weights_are_read(tmp_path, capsys, fmt, name,
+                                                                                fragment):
+    """The file's suffix says what it holds (as for vdsr-upscale and vdsr-convert outputs): a misspelt or
+    mismatched one is refused in one line, before the (here absent) weights would be read."""
+    options = ["--scale", "2"] if fmt == "onnx-pipeline" else []
+    status, lines = error_lines(capsys, ["--checkpoint", str(tmp_path / "absent"), "--format", fmt, *options,
+                                         "-o", str(tmp_path / name)])
+    assert_one_error_line(status, lines, name, fragment)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Export VDSR for use outside Python: ONNX (the Y network, or the whole LR→HR pipeline) or StableHLO.
 
-    vdsr-export --format onnx -o vdsr_y.onnx [--checkpoint DIR|FILE.npz] [--fp16] [--overwrite]
+    vdsr-export --format onnx -o vdsr_y.onnx [--checkpoint WEIGHTS] [--fp16] [--overwrite]
     vdsr-export --format onnx-pipeline --scale S -o vdsr_x2.onnx [--channels 3|1] [--input-dtype float32|uint8]
                 [--layout nchw|nhwc] [--fp16] …
     vdsr-export --format stablehlo -o vdsr_y.stablehlo …
@@ -24,14 +24,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from vdsr_jax.cli import ArgumentParser, load_checkpoint, report_errors
-from vdsr_jax.errors import UserError
+from vdsr_jax.cli import CHECKPOINT_HELP, ArgumentParser, load_checkpoint, report_errors
+from vdsr_jax.errors import UserError, known_names
 from vdsr_jax.media import atomic_output, check_writable, refuse_existing
 from vdsr_jax.onnx_graphs import pipeline_model, require_onnx, y_model
 from vdsr_jax.resize import MAX_SCALE
 from vdsr_jax.stablehlo import export_stablehlo
 
 FORMATS = ("onnx", "onnx-pipeline", "stablehlo")
+SUFFIXES = {"onnx": ".onnx", "onnx-pipeline": ".onnx", "stablehlo": ".stablehlo"}  # the output file's, per format
 PIPELINE_OPTIONS = ("scale", "channels", "input_dtype", "layout")
 
 
@@ -50,9 +51,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vdsr-export", description=__doc__)
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write (see above)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="the file to write")
-    parser.add_argument("--checkpoint",
-                        help="checkpoint folder (from vdsr-convert or vdsr-train, or a training workdir) or .npz "
-                             "weights file (vdsr_jax.pretrained); default: the weights bundled with the package")
+    parser.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--fp16", action="store_true",
                         help="onnx: float16 weights, input and output; onnx-pipeline: the network in float16")
     parser.add_argument("--scale", type=parse_integer_scale, help="onnx-pipeline: the integer upscaling factor")
@@ -74,6 +73,11 @@ def check_options(args) -> None:
         raise UserError("--format onnx-pipeline needs --scale (an integer, e.g. --scale 2)")
     if args.format == "stablehlo" and args.fp16:
         raise UserError("--fp16 applies to the ONNX formats; the StableHLO artefact is float32")
+    suffix = SUFFIXES[args.format]
+    if args.output.suffix.lower() != suffix:
+        hint = known_names(args.output.suffix.lower(), set(SUFFIXES.values())) if args.output.suffix else ""
+        raise UserError(f"-o {args.output}: --format {args.format} writes a {suffix} file"
+                        f"{'; ' + hint if hint else ''}")
 
 
 def exported_bytes(args, model, params) -> bytes:
