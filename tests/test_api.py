@@ -199,7 +199,7 @@ NOT_IMAGES = {
     "bool": (GOOD > 100, ["bool"]),
     "complex": (GOOD.astype(np.complex64), ["complex64"]),
     "object": (np.array([[object()] * 3] * 3), ["object"]),
-    "list of ints": ([[0, 1], [2, 3]], ["int64"]),
+    "list of ints": ([[0, 1], [2, 3]], ["lists of Python ints", "np.uint8"]),
     "above 1": (np.array([[0, 0.5], [1.5, 1]]), ["from 0 to 1.5", "[0, 1]", "divide by 255"]),
     "below 0": (np.array([[-0.25, 0.5], [1, 1]], np.float32), ["float32", "from -0.25 to 1", "[0, 1]"]),
     "NaN": (np.where(GOOD > 200, np.nan, GOOD / 255), ["NaN"]),

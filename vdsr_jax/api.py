@@ -103,6 +103,9 @@ def _pixels(image):
     if isinstance(image, Image.Image):
         return _pil_pixels(image)
     array = np.asarray(image)
+    if array.dtype.kind == "i" and not hasattr(image, "dtype"):  # their bit depth is unknown: not guessed
+        raise ValueError("nested lists of Python ints become an int64 array, which is not an image: pass "
+                         "np.asarray(samples, np.uint8) for 8-bit samples (np.uint16 for 16-bit)")
     pixels = _checked(array, "array")
     return pixels, (lambda out: out[..., 0]) if array.ndim == 2 else (lambda out: out)
 
