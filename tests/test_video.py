@@ -1005,12 +1005,14 @@ def last_frame_and_length(path):
 
 
 @pytest.mark.parametrize("source_name,audio,lossless", [("plain.avi", None, False), ("clip.mp4", "aac", False),
-                                                        ("clip.mp4", "aac", True)])
+                                                        ("clip.mp4", "aac", True), ("clip.mkv", None, False)])
 def test_avi_output_keeps_the_frame_times(tmp_path, source_name, audio, lossless):
     """AVI stores a frame rate: the frames come back at the input's times within one tick of the output's time
-    base (one frame period, not FFmpeg's 1/600 s fallback), equally spaced as in the input, and an AVI
-    rewritten as AVI reads back at the same times (PyAV reads an H.264 AVI's frames a frame period late)."""
-    source = write_clip(tmp_path / source_name, count=12, rate=10, audio=audio)
+    base (one frame period, not FFmpeg's 1/600 s fallback nor Matroska's milliseconds), equally spaced as in
+    the input, and an AVI rewritten as AVI reads back at the same times (PyAV reads an H.264 AVI's frames a
+    frame period late)."""
+    source = write_clip(tmp_path / source_name, count=12, rate=10, audio=audio,
+                        fmt="matroska" if source_name.endswith(".mkv") else None)
     want, _ = frame_times(source)
     as_is(source, tmp_path / "once.avi", lossless=lossless)
     got, time_base = frame_times(tmp_path / "once.avi")

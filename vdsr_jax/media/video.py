@@ -246,12 +246,12 @@ class VideoReader(FrameReader):
 # ---- writing -----------------------------------------------------------------------------------------------
 
 def output_time_base(muxer: str, reader) -> Fraction:
-    """The time base of a video output: the reader's, so that every frame keeps its time stamp; for AVI, whose
-    muxer replaces a time base of more than 1000 ticks a second with 1/600 s and then stores one frame per
-    tick, one frame period of the reader's rate (AVI stores a frame rate, not time stamps; libavformat
-    avienc.c, avi_write_header)."""
-    if muxer == "avi" and reader.time_base < Fraction(1, 1000):
-        return 1 / Fraction(reader.rate or 25)
+    """The time base of a video output: the reader's, so that every frame keeps its time stamp; for AVI, one
+    frame period of a video's rate. AVI stores a frame rate, not time stamps: a finer time base is stored as
+    empty frames between the frames (its muxer, libavformat avienc.c, even replaces one of more than 1000
+    ticks a second with 1/600 s), and FFmpeg reads each H.264 frame of such a file at the next one's time."""
+    if muxer == "avi" and reader.rate:
+        return 1 / Fraction(reader.rate)
     return reader.time_base
 
 
