@@ -979,3 +979,122 @@ def test_tiff_pages_in_cmyk_are_read_in_the_colours_they_mean(tmp_path, tiny):
     assert [f.shape[-1] for f in source_frames] == [3, 3]
     for got, page in zip(source_frames, pages, strict=True):
         np.testing.assert_array_equal(got, np.asarray(page.convert("RGB")))
+
+
+# ---- timing: frame times and durations as PyAV and Pillow read them ----------------------------------------
+
+def as_is(path, target, **options):
+    """`target` transcoded from `path` with the frames unchanged (the timing does not depend on them)."""
+    return media.transcode(path, target, lambda h, w: (h, w), lambda frames: frames, note=lambda text: None,
+                           **options)
+
+
+def frame_times(path):
+    """(frame times in seconds, as PyAV decodes them; the output stream's time base)."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        return [float(f.pts * f.time_base) for f in c.decode(stream)], stream.time_base
+
+
+def last_frame_and_length(path):
+    """(duration in seconds of the packet shown last, the container's duration in seconds), as PyAV demuxes."""
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(c.streams.video[0]) if p.size]
+        last = max(packets, key=lambda p: p.pts)
+        return float(last.duration * last.time_base), c.duration / av.time_base
+
+
+@pytest.mark.parametrize("source_name,audio,lossless", [("plain.avi", None, False), ("clip.mp4", "aac", False),
+                                                        ("clip.mp4", "aac", True), ("clip.mkv", None, False)])
+def test_avi_output_keeps_the_frame_times(tmp_path, source_name, audio, lossless):
+    """AVI stores a frame rate: the frames come back at the input's times within one tick of the output's time
+    base (one frame period, not FFmpeg's 1/600 s fallback nor Matroska's milliseconds), equally spaced as in
+    the input, and an AVI rewritten as AVI reads back at the same times (PyAV reads an H.264 AVI's frames a
+    frame period late)."""
+    source = write_clip(tmp_path / source_name, count=12, rate=10, audio=audio,
+                        fmt="matroska" if source_name.endswith(".mkv") else None)
+    want, _ = frame_times(source)
+    as_is(source, tmp_path / "once.avi", lossless=lossless)
+    got, time_base = frame_times(tmp_path / "once.avi")
+    assert time_base == Fraction(1, 10)
+    assert np.allclose(np.diff(got), np.diff(want)) and np.abs(np.subtract(got, want)).max() <= time_base + 1e-9
+    if source_name.endswith(".avi"):
+        assert got == pytest.approx(want)
+    as_is(tmp_path / "once.avi", tmp_path / "twice.avi", lossless=lossless)
+    assert frame_times(tmp_path / "twice.avi")[0] == pytest.approx(got)
+
+
+GIF_DURATIONS = [100, 200, 100, 50, 300]  # milliseconds
+
+
+def animation_with_durations(path):
+    frames = [Image.fromarray(f) for f in moving_shapes(len(GIF_DURATIONS))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=GIF_DURATIONS, loop=0)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".mov", ".webm"])
+@pytest.mark.parametrize("name", ["anim.gif", "anim.png", "vfr.mkv"])  # (Pillow reads animated WebP as RGBA)
+def test_video_outputs_keep_every_frame_duration_including_the_last(tmp_path, name, suffix):
+    """Frame times and the last frame's duration as the input states them (Pillow's durations for animations,
+    PyAV's frame times and last packet duration for a video), so the stream lasts as long as the input."""
+    if name == "vfr.mkv":
+        source = write_clip(tmp_path / name, count=5, fmt="matroska", audio=None, pts=[0, 100, 300, 400, 450])
+        want_times, _ = frame_times(source)
+        want_last, _ = last_frame_and_length(source)
+    else:
+        source = animation_with_durations(tmp_path / name)
+        with Image.open(source) as im:
+            durations = []
+            for index in range(im.n_frames):
+                im.seek(index)
+                im.load()  # (WebP states a frame's duration once it is read)
+                durations.append(im.info["duration"])
+        want_times = (np.cumsum([0, *durations[:-1]]) / 1000).tolist()
+        want_last = durations[-1] / 1000
+    target = tmp_path / f"out{suffix}"
+    as_is(source, target)
+    got_times, _ = frame_times(target)
+    last, length = last_frame_and_length(target)
+    assert got_times == pytest.approx(want_times, abs=1e-3)
+    assert last == pytest.approx(want_last, abs=1e-3)
+    assert length == pytest.approx(want_times[-1] + want_last, abs=1e-3)
+
+
+@pytest.mark.parametrize("duration", [None, 70])
+def test_one_frame_gif_keeps_its_duration_or_none(tmp_path, duration):
+    """A still GIF without a delay gains none (Pillow reads no duration), one with a delay keeps it."""
+    Image.fromarray(next(moving_shapes(1))).save(tmp_path / "one.gif",
+                                                 **({} if duration is None else {"duration": duration}))
+    with Image.open(tmp_path / "one.gif") as im:
+        want = im.info.get("duration")
+    as_is(tmp_path / "one.gif", tmp_path / "out.gif")
+    with Image.open(tmp_path / "out.gif") as im:
+        assert im.info.get("duration") == want
+
+
+# ---- options that do not apply ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("crf,name,range_", [(-3, "out.mp4", "0 to 51"), (99, "out.mp4", "0 to 51"),
+                                             (99, "out.webm", "0 to 63"), (64, "out.mkv", "0 to 51")])
+def test_crf_outside_the_encoders_range_is_one_line_before_any_work(tmp_path, capsys, crf, name, range_):
+    """Refused before the weights are read (the checkpoint named does not exist) and before any frame."""
+    source = write_clip(tmp_path / "clip.mkv", count=2, fmt="matroska", audio=None)
+    assert upscale_files.main([str(source), "--checkpoint", str(tmp_path / "missing"), "--scale", "2", "-o",
+                               str(tmp_path / name), "--crf", str(crf)]) == 1
+    assert error_lines(capsys) == [f"error: --crf {crf}: {'libvpx-vp9' if name.endswith('.webm') else 'libx264'}"
+                                   f" (for {name[3:]}) takes {range_}"]
+    assert not (tmp_path / name).exists()
+
+
+def test_options_an_output_ignores_are_noted(tmp_path, tiny, capsys):
+    """--crf for a still image, --compare for an animation: one note each; the outputs are written."""
+    Image.fromarray(next(moving_shapes(1))).save(tmp_path / "still.png")
+    assert run(tiny, tmp_path / "still.png", tmp_path / "big.png", "--crf", "20") == 0
+    assert error_lines(capsys) == [f"note: {tmp_path / 'big.png'}: --crf is ignored (it sets the quality of videos "
+                                   "only)"]
+    animation_with_durations(tmp_path / "anim.gif")
+    assert run(tiny, tmp_path / "anim.gif", tmp_path / "big.gif", "--compare") == 0
+    assert error_lines(capsys) == [f"note: {tmp_path / 'big.gif'}: --compare is ignored (comparisons are written "
+                                   "for still images only)"]
+    assert (tmp_path / "big.gif").exists() and not (tmp_path / "big_compare.png").exists()

@@ -52,7 +52,7 @@ from vdsr_jax.cli import CHECKPOINT_HELP, ArgumentParser, load_checkpoint, repor
 from vdsr_jax.errors import ImageError, UserError, known_names
 from vdsr_jax.inference import DEFAULT_BATCH, DEFAULT_TILE, TiledVDSR, upscale_frames, upscale_image
 from vdsr_jax.media import (ANIMATION_SUFFIXES, FRAME_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageMetadata,
-                            check_encodable, check_writable, is_frame_file, list_images, metadata_note,
+                            check_crf, check_encodable, check_writable, is_frame_file, list_images, metadata_note,
                             read_image_and_metadata, refuse_existing, transcode, write_image)
 from vdsr_jax.panels import side_by_side
 from vdsr_jax.resize import MAX_SCALE, BicubicWindows
@@ -111,6 +111,22 @@ def output_paths(inputs: list[str], files: list[Path], output: Path, scale: floa
         except OSError as e:
             raise UserError(f"cannot create output folder {output}: {e.strerror or e}") from None
     return pairs
+
+
+def option_notes(pairs: list[tuple[Path, Path]], crf: int | None, lossless: bool, compare: bool) -> list[str]:
+    """Notes on the options that some outputs ignore (--crf: all but lossy videos; --compare: all but still
+    images); ConfigError, before any work, for a --crf outside the range of a video output's encoder."""
+    notes = []
+    for source, target in pairs:
+        suffix = target.suffix.lower()
+        if crf is not None and suffix in VIDEO_SUFFIXES and not lossless:
+            check_crf(suffix, crf)
+        elif crf is not None:
+            why = "with --lossless" if suffix in VIDEO_SUFFIXES else "it sets the quality of videos only"
+            notes.append(f"{target}: --crf is ignored ({why})")
+        if compare and (is_frame_file(source) or suffix not in IMAGE_SUFFIXES):
+            notes.append(f"{target}: --compare is ignored (comparisons are written for still images only)")
+    return notes
 
 
 def compare_path(output: Path) -> Path:
@@ -185,6 +201,8 @@ def main(argv=None) -> int:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     files = list_images(args.inputs, suffixes=INPUT_SUFFIXES)
     pairs = output_paths(args.inputs, files, args.output, args.scale, args.compare, args.overwrite)
+    for note in option_notes(pairs, args.crf, args.lossless, args.compare):
+        print(f"note: {note}", file=sys.stderr)
     model, params = load_checkpoint(args.checkpoint)
     try:
         net = TiledVDSR(model, params, tile=args.tile)

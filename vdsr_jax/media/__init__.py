@@ -12,9 +12,10 @@ from vdsr_jax.media.frames import ANIMATION_SUFFIXES, FRAME_SUFFIXES, VIDEO_SUFF
 from vdsr_jax.media.images import (EXIF_ORIENTATION, IMAGE_SUFFIXES, ImageMetadata, atomic_output, check_encodable,
                                    check_writable, decode_image, decode_image_and_metadata, encode_image, list_images,
                                    metadata_note, read_image, read_image_and_metadata, refuse_existing, write_image)
+from vdsr_jax.media.video import check_crf
 
 __all__ = ["ANIMATION_SUFFIXES", "EXIF_ORIENTATION", "FRAME_SUFFIXES", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES",
-           "Frame", "FrameReader", "FrameWriter", "ImageMetadata", "atomic_output", "check_encodable",
+           "Frame", "FrameReader", "FrameWriter", "ImageMetadata", "atomic_output", "check_crf", "check_encodable",
            "check_writable", "decode_image", "decode_image_and_metadata", "encode_image", "frame_summary",
            "is_frame_file", "iter_frames", "list_images", "metadata_note", "open_frames", "read_image",
            "read_image_and_metadata", "refuse_existing", "transcode", "write_image"]

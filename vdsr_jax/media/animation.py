@@ -188,6 +188,8 @@ class FFmpegAnimationWriter(FrameWriter):
         if self.clear:
             for packet in packets:
                 _clear_after_display(packet, transparent)
+        elif self.gif and frame.duration is None:
+            packets = [_without_delay(self.av, packet) for packet in packets]
         self._mux(packets)
 
     def _mux(self, packets):
@@ -271,15 +273,38 @@ def _clear_after_display(packet, transparent: int) -> None:
     out for opaque frames and for some transparent ones; decoders (Pillow) restore to transparent only where
     the frame names a transparent colour."""
     data = bytearray(bytes(packet))
-    start = 0
-    if data[:4] == b"GIF8":  # the first packet: header, screen descriptor and global colour table first
-        flags = data[10]
-        start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    if data[start:start + 3] != b"\x21\xf9\x04":
+    start = _control_extension(data)
+    if start is None:
         return
     data[start + 3] = (data[start + 3] & ~0x1C) | (2 << 2) | 1
     data[start + 6] = transparent
     packet.update(bytes(data))
+
+
+def _control_extension(data: bytes) -> int | None:
+    """Where the Graphic Control Extension (GIF89a, section 23: 21 F9 04, a packed byte, the delay, the
+    transparent index, 00) that FFmpeg's GIF encoder writes before a frame starts in its packet; None without
+    one. The first packet starts with the header, screen descriptor and global colour table."""
+    start = 0
+    if data[:4] == b"GIF8":
+        flags = data[10]
+        start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    return start if data[start:start + 3] == b"\x21\xf9\x04" else None
+
+
+def _without_delay(av, packet):
+    """Remove the Graphic Control Extension of the GIF frame in a packet where it says nothing but a delay
+    (no transparent colour; disposal "none" or "do not dispose", which is what a frame without one gets), so
+    that the frame has no delay, as its source frame had none (FFmpeg's GIF muxer then writes it as it is).
+    Returns the packet, or a new one of the same timing (`av`: PyAV) without the extension."""
+    data = bytes(packet)
+    start = _control_extension(data)
+    if start is None or data[start + 3] & 1 or (data[start + 3] >> 2) & 7 > 1:
+        return packet
+    shorter = av.Packet(data[:start] + data[start + 8:])
+    shorter.stream, shorter.time_base = packet.stream, packet.time_base
+    shorter.pts, shorter.dts, shorter.duration = packet.pts, packet.dts, packet.duration
+    return shorter
 
 
 def _set_apng_delay(packet, milliseconds: int) -> None:

@@ -20,8 +20,9 @@ FRAME_SUFFIXES = VIDEO_SUFFIXES + (".gif", ".apng")  # listed in folders by `ups
 
 
 class Frame(NamedTuple):
-    """One decoded frame: H×W×C pixels and its timing (`pts` in the reader's `time_base`, or `duration` in
-    milliseconds for animations; None where the file has none)."""
+    """One decoded frame: H×W×C pixels and its timing, in the reader's `time_base` (milliseconds for
+    animations): `pts` (videos; animations have none, their frames follow one another) and `duration`; each
+    None where the file has none."""
 
     pixels: np.ndarray
     pts: int | None = None

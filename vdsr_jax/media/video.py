@@ -4,13 +4,17 @@ Reading: the first video stream's frames are decoded by FFmpeg to 8-bit RGB, or 
 formats (samples above 8 bits are rounded by FFmpeg's conversion), with the colorspace and range the file
 states; its display matrix (a phone's rotation, a mirroring) is applied to the pixels, as FFmpeg's own
 autorotation does. Frames with alpha (yuva420p, rgba, ya8, …, or a palette whose first frame uses a
-transparent entry) are refused, as no video output written here can hold it. Each frame keeps its presentation time stamp; the file's other streams (audio, subtitles, data,
-attachments, further video streams) are handed on packet by packet.
+transparent entry) are refused, as no video output written here can hold it. Each frame keeps its
+presentation time stamp and duration; the file's other streams (audio, subtitles, data, attachments, further
+video streams) are handed on packet by packet.
 
 Writing: H.264 (libx264, yuv420p, CRF 18; yuv444p when a side is odd, which 4:2:0 cannot hold) in
 .mp4/.mkv/.mov/.avi, VP9 (CRF 31) in .webm; lossless: H.264 RGB with qp 0 (libx264rgb), VP9 lossless in RGB
 (gbrp) for .webm, so the decoded frames are exactly the written ones. Grey frames are written as colour of
 equal channels (FFmpeg decodes H.264's grey 4:0:0 as 4:2:0 colour anyway).
+Each frame is written at its time stamp in the source's time base (AVI: see `output_time_base`), its
+packets carrying its duration, so the last frame keeps its own; no stream is shifted to start at 0
+(a copied audio stream's priming samples before 0 stay there, where the container takes it).
 The sample aspect ratio and the colour description (colorspace, range, primaries, transfer) are kept: YUV
 output is converted from RGB with the source's matrix and range and tagged with all four. Every other stream
 of the source is decided on before the first frame, by asking FFmpeg's muxer to take a packet of it (a
@@ -29,12 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from vdsr_jax.errors import ImageError, MissingDependency
+from vdsr_jax.errors import ConfigError, ImageError, MissingDependency
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import orient, to_8_bits
 
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
+# The CRF each encoder takes: libvpx-vp9's FFmpeg option range, x264's for 8-bit samples (FFmpeg's libx264
+# option takes any number; x264 fails below 0 and clamps above 51). PyAV does not expose option ranges.
+CRF_RANGE = {"libx264": (0, 51), "libvpx-vp9": (0, 63)}
 # FFmpeg's colour description fields, each with the values that say nothing (unspecified, reserved; a
 # colorspace of 0 is RGB itself, which a YUV output cannot be tagged with): libavutil/pixfmt.h
 UNSPECIFIED_COLOUR = {"colorspace": (0, 2), "color_range": (0,), "color_primaries": (0, 2), "color_trc": (0, 2)}
@@ -210,7 +217,8 @@ class VideoReader(FrameReader):
                 pts = frame.pts if frame.pts is not None else (0 if last is None else last + step)
                 last = pts
                 self.decoded += 1
-                yield Frame(orient(pixels[..., None] if pixels.ndim == 2 else pixels, self.orientation), pts)
+                yield Frame(orient(pixels[..., None] if pixels.ndim == 2 else pixels, self.orientation), pts,
+                            getattr(frame, "duration", None) or None)  # (PyAV < 14 has no frame durations)
         self._check_complete(last, step)
 
     def _check_complete(self, last: int | None, step: int) -> None:
@@ -237,6 +245,16 @@ class VideoReader(FrameReader):
 
 # ---- writing -----------------------------------------------------------------------------------------------
 
+def output_time_base(muxer: str, reader) -> Fraction:
+    """The time base of a video output: the reader's, so that every frame keeps its time stamp; for AVI, one
+    frame period of a video's rate. AVI stores a frame rate, not time stamps: a finer time base is stored as
+    empty frames between the frames (its muxer, libavformat avienc.c, even replaces one of more than 1000
+    ticks a second with 1/600 s), and FFmpeg reads each H.264 frame of such a file at the next one's time."""
+    if muxer == "avi" and reader.rate:
+        return 1 / Fraction(reader.rate)
+    return reader.time_base
+
+
 def video_codec(suffix: str, height: int, width: int, crf: int | None, lossless: bool):
     """(codec, pixel format, options) for a video output; see the module docstring."""
     if suffix == ".webm":
@@ -248,6 +266,15 @@ def video_codec(suffix: str, height: int, width: int, crf: int | None, lossless:
         return "libx264rgb", "rgb24", {"qp": "0", **no_reordering}
     pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
     return "libx264", pix_fmt, {"crf": str(DEFAULT_CRF["libx264"] if crf is None else crf), **no_reordering}
+
+
+def check_crf(suffix: str, crf: int | None) -> None:
+    """ConfigError unless `crf` (None: the default) is in the range of the encoder `video_codec` picks for a
+    `suffix` output (CRF_RANGE)."""
+    codec = video_codec(suffix, 2, 2, None, False)[0]
+    low, high = CRF_RANGE[codec]
+    if crf is not None and not low <= crf <= high:
+        raise ConfigError(f"--crf {crf}: {codec} (for {suffix}) takes {low} to {high}")
 
 
 def describe(stream) -> str:
@@ -355,13 +382,14 @@ class VideoWriter(FrameWriter):
         self.av = av  # PyAV
         muxer = _MUXERS[suffix]
         plan, notes = plan_streams(av, reader, muxer, suffix)
-        self.container = self.av.open(str(tmp), "w", format=muxer)
+        self.container = self.av.open(str(tmp), "w", format=muxer, options={"avoid_negative_ts": "disabled"})
         try:
             codec, self.pix_fmt, options = video_codec(suffix, height, width, crf, lossless)
             self.stream = self.container.add_stream(codec, rate=reader.rate or Fraction(25), options=options)
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, self.pix_fmt
             context = self.stream.codec_context
-            self.stream.time_base = context.time_base = reader.time_base
+            self.time_base = output_time_base(muxer, reader)
+            self.stream.time_base = context.time_base = self.time_base
             if reader.sample_aspect_ratio:
                 context.sample_aspect_ratio = reader.sample_aspect_ratio
             # a YUV output is converted with the source's matrix and range, and says so; an RGB one keeps values
@@ -380,8 +408,16 @@ class VideoWriter(FrameWriter):
             raise
         for text in notes:
             (note or print)(text)
-        self.time_base = reader.time_base
-        self.clock = 0
+        self.source_time_base = reader.time_base
+        self.frame_period = 1 / Fraction(reader.rate or 25) / self.time_base  # in output ticks
+        self.clock = 0  # an animation's time, in its milliseconds
+        self.last_pts = None
+        # FFmpeg reads an H.264 frame in AVI at the next frame's slot (it assumes reordering, with no time stamps
+        # to say otherwise): AVI frames are written a frame early where the first is not at 0, to read back in
+        # place
+        self.read_delay, self.shift = (1 if muxer == "avi" else 0), 0
+        self.durations = {}  # output pts -> duration in output ticks (None until the next frame gives it)
+        self.held = []  # encoded packets waiting for their frame's duration
 
     def mux_packet(self, packet):
         index = packet.stream.index
@@ -401,15 +437,40 @@ class VideoWriter(FrameWriter):
             out = out.reformat(format=self.pix_fmt, dst_colorspace=self.colour.get("colorspace"),
                                dst_color_range=self.colour.get("color_range"))
         if frame.pts is not None:
-            out.pts = frame.pts
-        else:  # an animation: durations in milliseconds
-            out.pts = self.clock
+            start = frame.pts
+        else:  # an animation: its frames are shown one after another, for their durations
+            start = self.clock
             self.clock += frame.duration or 100
+        ticks = self.source_time_base / self.time_base  # output ticks per source tick
+        pts = round(start * ticks)
+        if self.last_pts is None:
+            self.shift = min(pts, self.read_delay)
+        pts -= self.shift
+        if self.last_pts is not None:
+            pts = max(pts, self.last_pts + 1)  # two frames that round to one tick (a coarser AVI time base)
+            if self.durations[self.last_pts] is None:
+                self.durations[self.last_pts] = pts - self.last_pts
+        duration = frame.duration or (100 if frame.pts is None else None)
+        self.durations[pts] = None if duration is None else max(1, round(duration * ticks))
+        self.last_pts = out.pts = pts
         out.time_base = self.time_base
-        self.container.mux(self.stream.encode(out))
+        self._mux_frames(self.stream.encode(out))
+
+    def _mux_frames(self, packets, last: bool = False):
+        """Mux encoded packets in order, each with its frame's duration (so the last frame keeps its own, which
+        the muxers otherwise guess); held until the next frame gives it, unless `last`."""
+        self.held.extend(packets)
+        while self.held and (last or self.durations.get(self.held[0].pts) is not None):
+            packet = self.held.pop(0)
+            duration = self.durations.pop(packet.pts, None)
+            if duration:
+                packet.duration = duration
+            self.container.mux(packet)
 
     def close(self):
-        self.container.mux(self.stream.encode(None))
+        if self.durations.get(self.last_pts, 0) is None:  # a last frame without a duration: a frame period
+            self.durations[self.last_pts] = max(1, round(self.frame_period))
+        self._mux_frames(self.stream.encode(None), last=True)
         for source, out in self.converts.values():
             for frame in source.codec_context.decode(None):
                 self.container.mux(out.encode(frame))
