@@ -20,7 +20,7 @@ from flax.traverse_util import flatten_dict
 from vdsr_jax.errors import CheckpointError, OutputExists
 from vdsr_jax.media import refuse_existing
 from vdsr_jax.model import VDSR, create_model, model_spec
-from vdsr_jax.ownership import hold
+from vdsr_jax.ownership import LOCK_FILE, hold
 
 PARAMS = "params"
 MODEL = "model"
@@ -157,21 +157,25 @@ def _contents(path: Path) -> tuple[list[str], bool]:
     workdir's files beside its `checkpoints/`."""
     workdir = (path / "checkpoints").is_dir()
     root = path / "checkpoints" if workdir else path
-    foreign = [p.name for p in path.iterdir() if p.name not in WORKDIR_ENTRIES] if workdir else []
+    foreign = [entry.name for entry in path.iterdir() if entry.name not in WORKDIR_ENTRIES] if workdir else []
     has_step = False
     for entry in root.iterdir():
         if entry.is_dir() and entry.name.split(".")[0].isdigit():
             has_step = has_step or (entry / MODEL).is_dir()
-        elif entry.name != "run.lock":
+        elif entry.name != LOCK_FILE:
             foreign.append(str(entry.relative_to(path)))
     return sorted(foreign), has_step
 
 
 def check_replaceable(path) -> None:
-    """OutputExists unless `path` is free, an empty folder, or a checkpoint folder or training workdir that
-    holds nothing else: what `--overwrite` may replace. A file, or a folder holding anything else (which the
-    replacement would delete), never is."""
+    """OutputInUse where a run holds the folder `path` (`vdsr_jax.ownership`); OutputExists unless `path` is
+    free, an empty folder, or a checkpoint folder or training workdir that holds nothing else: what
+    `--overwrite` may replace. A file, or a folder holding anything else (which the replacement would
+    delete), never is."""
     path = Path(path).expanduser()
+    if (path / LOCK_FILE).is_file():
+        with hold(path):  # a run writing there is named first: that is what to wait for
+            pass
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return
     if not path.is_dir():
