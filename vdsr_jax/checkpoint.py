@@ -148,7 +148,7 @@ def save_model(directory, params: dict, model: VDSR, step: int = 0, overwrite: b
 # What a training run writes in its workdir (training.py, metric_writer.py, budget.py, ownership.py); a test
 # checks a real workdir against it. A folder holding anything else is never replaced.
 WORKDIR_ENTRIES = frozenset({"checkpoints", "config.json", "plan.json", "metrics.jsonl", "training.png",
-                             "tensorboard", "images", "run.lock"})
+                             "tensorboard", "images", LOCK_FILE})
 
 
 def _contents(path: Path) -> tuple[list[str], bool]:

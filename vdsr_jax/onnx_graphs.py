@@ -126,10 +126,10 @@ def y_model(model: VDSR, params: dict, fp16: bool = False):
                        _metadata(model, precision="float16" if fp16 else "float32"))
 
 
-def _affine(function, channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """(matrix, offset) of a per-pixel affine colour map such as `rgb2ycbcr`: f(v) = matrix · v + offset."""
-    offset = function(np.zeros(channels))
-    return (function(np.eye(channels)) - offset).T, offset
+def _affine(function) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix, offset) of a per-pixel affine map of 3 channels such as `rgb2ycbcr`: f(v) = matrix · v + offset."""
+    offset = function(np.zeros(3))
+    return (function(np.eye(3)) - offset).T, offset
 
 
 def _colour_map(graph: _Graph, x: str, function) -> str:

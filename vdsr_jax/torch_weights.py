@@ -108,12 +108,11 @@ def _torchscript_root(path: Path) -> str | None:
     return roots[0] if roots else None
 
 
-def _read_torchscript(path: Path, root: str) -> ScriptObject:
+def _read_torchscript(torch, path: Path, root: str) -> ScriptObject:
     """The module object of a TorchScript archive, unpickled from its data.pkl with the restricted unpickler:
     weights become tensors, modules ScriptObjects. torch.load refuses TorchScript archives with
     weights_only=True and otherwise hands them to torch.jit.load, which compiles and runs (`__setstate__`)
     the archive's code; neither is used."""
-    torch = require_torch()
 
     def rebuild(storage, offset, size, stride, *_):
         return storage.as_strided(size, stride, offset)
@@ -147,7 +146,7 @@ def _untrusted_load(path: Path):
 
     root = _torchscript_root(path)
     if root is not None:
-        return _read_torchscript(path, root)
+        return _read_torchscript(torch, path, root)
     allowed = _allowed_globals()
     safe = [(obj, f"{module}.{name}") for (module, name), obj in allowed.items()]
     with warnings.catch_warnings():

@@ -11,6 +11,8 @@ in its newest checkpoint. A new field is thus part of the recipe until it is lis
 import json
 from pathlib import Path
 
+from flax.traverse_util import flatten_dict
+
 from vdsr_jax.checkpoint import saved_model_spec
 from vdsr_jax.errors import ConfigError
 
@@ -33,9 +35,9 @@ def check_same_run(config, workdir) -> None:
     if saved is None:
         return
     step, spec = saved
-    before = _flat(_read_config(workdir / CONFIG_FILE))
-    before.update(_flat({"model": spec}))  # the checkpoint's own description decides
-    now = _flat(json.loads(config.to_json_best_effort()))
+    before = flatten_dict(_read_config(workdir / CONFIG_FILE), sep=".")
+    before.update(flatten_dict({"model": spec}, sep="."))  # the checkpoint's own description decides
+    now = flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
     resumable = RESUMABLE + (EXACT_MODE_RESUMABLE if now.get("data.mode") == "exact" else ())
     differ = [name for name in now if name in before and before[name] != now[name]
               and not any(name == field or name.startswith(field + ".") for field in resumable)]
@@ -57,17 +59,6 @@ def _read_config(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path} cannot be read ({e}); it records the config of the run in that workdir, "
                           "whose checkpoints are kept: restore it, or start a new run with another --workdir") from None
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _fields(values: dict, names: list[str]) -> str:
