@@ -21,7 +21,7 @@ from PIL import Image
 from vdsr_jax.errors import ImageError
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import (EXIF_ORIENTATION, NO_METADATA, PIL_MODES, ImageMetadata, channels_last,
-                                   link_exif_ifds, load_exif, orient, picture_exif, picture_tags, pillow_image,
+                                   exif_for, exif_tags_for, link_exif_ifds, orient, picture_exif, pillow_image,
                                    pillow_pixels, png_metadata_chunks, profile_for, tiff_exif,
                                    tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits)
 
@@ -207,7 +207,7 @@ class FFmpegAnimationWriter(FrameWriter):
             _set_apng_delay(self.held, milliseconds)
         self.container.mux(self.held)
         self.container.close()
-        exif = self.metadata.exif and picture_exif(load_exif(self.metadata.exif), self.size)
+        exif = exif_for(self.metadata, self.size)
         chunks = png_metadata_chunks(self.metadata.icc_profile, exif)
         if chunks and not self.gif:
             _insert_after_ihdr(self.tmp, chunks)
@@ -335,8 +335,9 @@ class WebPAnimationWriter(FrameWriter):
             self.options["loop"] = reader.loop
         if metadata.icc_profile:
             self.options["icc_profile"] = metadata.icc_profile
-        if metadata.exif:
-            self.options["exif"] = picture_exif(load_exif(metadata.exif), (height, width))
+        exif = exif_for(metadata, (height, width))
+        if exif:
+            self.options["exif"] = exif
         self.durations = []
 
     def write(self, pixels: np.ndarray, frame: Frame):
@@ -371,8 +372,7 @@ class TiffPagesWriter(FrameWriter):
         channels = pixels.shape[-1]
         options = {"metadata": None}
         if self.metadata is not None:  # the first page
-            exif = self.metadata.exif and load_exif(self.metadata.exif)
-            self.tags = exif and picture_tags(exif, pixels.shape[:2])
+            self.tags = exif_tags_for(self.metadata, pixels.shape[:2])
             options = tiff_metadata_options(self.metadata.icc_profile, self.tags)
             self.metadata = None
         self.file.write(pixels[..., 0] if channels == 1 else pixels,

@@ -200,6 +200,16 @@ def load_exif(data: bytes) -> Image.Exif:
     return exif
 
 
+def exif_for(metadata: "ImageMetadata", size: tuple[int, int]) -> bytes | None:
+    """EXIF bytes to write with pixels of `size` (H, W): `picture_exif` of `metadata`'s EXIF; None without."""
+    return picture_exif(load_exif(metadata.exif), size) if metadata.exif else None
+
+
+def exif_tags_for(metadata: "ImageMetadata", size: tuple[int, int]) -> dict | None:
+    """TIFF tags to write with pixels of `size` (H, W): `picture_tags` of `metadata`'s EXIF; None without."""
+    return picture_tags(load_exif(metadata.exif), size) if metadata.exif else None
+
+
 TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little/big-endian TIFF and BigTIFF
 
 
@@ -553,17 +563,17 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_META
     channels = pixels.shape[-1]
     _check_encodable(fmt, *pixels.shape, name=f"a {fmt} file")
     metadata = kept_metadata(fmt, metadata, channels)
-    exif = metadata.exif and load_exif(metadata.exif)
     if fmt == "PNG":
         png = imagecodecs.png_encode(pixels[..., 0] if channels == 1 else pixels, level=6)
-        return _png_with_metadata(png, metadata.icc_profile, exif and picture_exif(exif, pixels.shape[:2]))
+        return _png_with_metadata(png, metadata.icc_profile, exif_for(metadata, pixels.shape[:2]))
     if fmt == "TIFF":
-        return _tiff_with_metadata(pixels, metadata.icc_profile, exif and picture_tags(exif, pixels.shape[:2]))
+        return _tiff_with_metadata(pixels, metadata.icc_profile, exif_tags_for(metadata, pixels.shape[:2]))
     options = dict(_SAVE_OPTIONS.get(fmt, {}))
     if metadata.icc_profile:
         options["icc_profile"] = metadata.icc_profile
+    exif = exif_for(metadata, pixels.shape[:2])
     if exif:
-        options["exif"] = picture_exif(exif, pixels.shape[:2])
+        options["exif"] = exif
     buffer = io.BytesIO()
     pillow_image(pixels).save(buffer, format=fmt, **options)
     return buffer.getvalue()
