@@ -571,16 +571,67 @@ def test_each_format_that_can_holds_profile_and_exif_with_the_pixels_unchanged(t
     assert not exif.get_ifd(ExifTags.IFD.IFD1)  # no thumbnail of the old pixels
 
 
-def test_bmp_keeps_neither_and_the_note_says_so(tmp_path):
+def bmp_v5_profile(data: bytes) -> bytes | None:
+    """The profile a BMP file embeds, read as Microsoft's BITMAPV5HEADER documentation lays it out: the info
+    header at byte 14, 124 bytes long; bV5CSType (byte 56) PROFILE_EMBEDDED, 'MBED' = 0x4D424544;
+    bV5ProfileData (112), its offset from the header's start, and bV5ProfileSize (116)."""
+    size, cs_type = int.from_bytes(data[14:18], "little"), int.from_bytes(data[70:74], "little")
+    if size != 124 or cs_type != 0x4D424544:
+        return None
+    offset, length = int.from_bytes(data[126:130], "little"), int.from_bytes(data[130:134], "little")
+    return data[14 + offset:14 + offset + length]
+
+
+def test_bmp_keeps_the_profile_in_a_v5_header_and_notes_the_exif(tmp_path):
+    """BMP holds an ICC profile (BITMAPV5HEADER) but no EXIF: the profile is written where the header says,
+    the pixels decode (Pillow) as without it, and the note names the EXIF only. A grey BMP is stored as a
+    palette of RGB greys, so a GRAY profile is noted, not written."""
     _, metadata = image_files.read_image_and_metadata(a_photo(tmp_path))
-    assert image_files.kept_metadata("BMP", metadata, 3) == image_files.NO_METADATA
+    assert image_files.kept_metadata("BMP", metadata, 3) == image_files.ImageMetadata(adobe_rgb_profile(), None)
     assert image_files.metadata_note(tmp_path / "x.bmp", metadata, 3) == \
-        f"{tmp_path / 'x.bmp'}: the colour profile and the EXIF of the input not kept (BMP holds none)"
+        f"{tmp_path / 'x.bmp'}: the EXIF of the input not kept (BMP holds none)"
     assert image_files.metadata_note(tmp_path / "x.png", metadata, 3) is None
     assert "colour profile of the input not kept (its colour space" in \
         image_files.metadata_note(tmp_path / "x.png", metadata, 1)  # an RGB profile cannot describe grey
-    data = image_files.encode_image(pixels(3, np.uint8), "BMP", metadata)
-    np.testing.assert_array_equal(image_files.decode_image(data), pixels(3, np.uint8))
+    image = pixels(3, np.uint8)
+    data, plain = image_files.encode_image(image, "BMP", metadata), image_files.encode_image(image, "BMP")
+    assert bmp_v5_profile(data) == adobe_rgb_profile() and bmp_v5_profile(plain) is None
+    with Image.open(io.BytesIO(data)) as a, Image.open(io.BytesIO(plain)) as b:
+        assert a.mode == b.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert image_files.decode_image_and_metadata(data)[1].icc_profile == adobe_rgb_profile()
+    import imagecodecs
+    grey = image_files.ImageMetadata(imagecodecs.cms_profile("gray"), None)
+    assert image_files.metadata_note(tmp_path / "g.bmp", grey, 1) == \
+        f"{tmp_path / 'g.bmp'}: the colour profile of the input not kept (BMP holds RGB profiles only)"
+    assert bmp_v5_profile(image_files.encode_image(pixels(1, np.uint8), "BMP", grey)) is None
+
+
+def test_a_bmp_profile_is_read(tmp_path):
+    """A BMP with a BITMAPV5HEADER embedding a profile, built here from the documented layout around Pillow's
+    pixels and colour table (a palette image, whose table follows the header), gives its profile to the
+    PNG written from it, where Pillow reads it."""
+    image = Image.fromarray(pixels(3, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="BMP")
+    old = buffer.getvalue()
+    assert int.from_bytes(old[14:18], "little") == 40
+    profile = adobe_rgb_profile()
+    header = bytearray(old[14:54]) + bytearray(84)
+    header[0:4] = (124).to_bytes(4, "little")
+    header[56:60] = (0x4D424544).to_bytes(4, "little")
+    header[108:112] = (4).to_bytes(4, "little")  # LCS_GM_IMAGES
+    header[112:116] = (124 + len(old) - 54).to_bytes(4, "little")  # after the table and pixels
+    header[116:120] = len(profile).to_bytes(4, "little")
+    size, pixels_at = len(old) + 84 + len(profile), int.from_bytes(old[10:14], "little") + 84
+    data = b"BM" + size.to_bytes(4, "little") + bytes(4) + pixels_at.to_bytes(4, "little") + header + old[54:] + profile
+    (tmp_path / "v5.bmp").write_bytes(data)
+    got, metadata = image_files.read_image_and_metadata(tmp_path / "v5.bmp")
+    assert metadata.icc_profile == profile
+    np.testing.assert_array_equal(got, np.asarray(image.convert("RGB")))
+    image_files.write_image(tmp_path / "v5.png", got, metadata=metadata)
+    with Image.open(tmp_path / "v5.png") as im:
+        assert im.info["icc_profile"] == profile
 
 
 def test_a_tiffs_own_tags_are_its_exif_and_tifffiles_shape_description_is_not(tmp_path):

@@ -17,7 +17,7 @@ from test_media_images import adobe_rgb_profile, photo_exif
 from vdsr_jax import checkpoint, media, upscale_files
 from vdsr_jax.data import load_images
 from vdsr_jax.inference import TiledVDSR, upscale_image
-from vdsr_jax.media import decode_image
+from vdsr_jax.media import decode_image, mp4
 from vdsr_jax.media.video import VideoReader
 from vdsr_jax.model import VDSR
 
@@ -650,10 +650,15 @@ def test_animations_keep_the_profile_and_exif_marked_upright(tmp_path, tiny, nam
         assert kinds[:1] + kinds[3:] == [c[4:8] for c in png_chunks(out_plain.read_bytes())]
 
 
-@pytest.mark.parametrize("suffix,why", [(".gif", "GIF holds none"), (".mp4", "MP4 video as written here holds none")])
-def test_outputs_that_cannot_hold_the_profile_and_exif_say_so_before_the_work(tmp_path, suffix, why):
-    """GIF (GIF89a has no EXIF block, and an ICC profile only in an application extension few read) and video:
-    one note, heard before the first frame is processed; the output has neither (Pillow reads no profile)."""
+@pytest.mark.parametrize("suffix,what,why", [
+    (".gif", "the EXIF", "GIF holds none"),
+    (".mp4", "the EXIF", "MP4 holds none"),
+    (".mkv", "the colour profile and the EXIF", "MKV video holds none"),
+    (".webm", "the colour profile and the EXIF", "WEBM video holds none"),
+])
+def test_outputs_that_cannot_hold_the_profile_or_exif_say_so_before_the_work(tmp_path, suffix, what, why):
+    """GIF (GIF89a has no EXIF block) and MP4 (EXIF has no place in a video track) keep the profile only;
+    Matroska and WebM keep neither: one note, heard before the first frame is processed."""
     source = tagged_animation(tmp_path / "anim.png", list(moving_shapes(3)), adobe_rgb_profile(), photo_exif(32, 24))
     heard = []
 
@@ -663,15 +668,192 @@ def test_outputs_that_cannot_hold_the_profile_and_exif_say_so_before_the_work(tm
             yield pixels, frame
 
     assert media.transcode(source, tmp_path / f"out{suffix}", lambda h, w: (h, w), process, note=heard.append) == 3
-    assert heard == [f"{tmp_path / f'out{suffix}'}: the colour profile and the EXIF of the input not kept ({why})"]
-    if suffix == ".gif":
-        with Image.open(tmp_path / "out.gif") as im:
-            assert "icc_profile" not in im.info and not im.getexif()
+    assert heard == [f"{tmp_path / f'out{suffix}'}: {what} of the input not kept ({why})"]
 
 
-def test_a_still_written_as_apng_keeps_its_profile_and_as_gif_says_it_does_not(tmp_path, tiny, capsys):
+def gif_icc_extension(icc: bytes) -> bytes:
+    """The application extension that carries an ICC profile in a GIF, built from the specifications: GIF89a
+    section 26 (21 FF, a sub-block of 11 bytes: identifier and authentication code, data sub-blocks of at
+    most 255 bytes, an empty one ending them) with ICC.1:2022 annex B.6's "ICCRGBG1" and "012"."""
+    parts = [icc[i:i + 255] for i in range(0, len(icc), 255)]
+    return b"\x21\xff\x0bICCRGBG1012" + b"".join(bytes([len(part)]) + part for part in parts) + b"\x00"
+
+
+def gif_with_profile(path, frames, icc):
+    """A GIF of `frames` written by Pillow, with `icc` added (`add_gif_profile`)."""
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=80, loop=0)
+    return add_gif_profile(path, icc)
+
+
+def add_gif_profile(path, icc):
+    """The GIF at `path` with `icc` as an ICCRGBG1 extension right after its global colour table (GIF89a,
+    section 18: the packed byte of the Logical Screen Descriptor sizes the table)."""
+    data = path.read_bytes()
+    flags = data[10]
+    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+    path.write_bytes(data[:at] + gif_icc_extension(icc) + data[at:])
+    return path
+
+
+def profile_read_by_pillow_from_gif(path) -> bytes:
+    """The profile in the application extension that Pillow's GIF reader found last before the first frame
+    (`info["extension"]`: its first sub-block and where its data sub-blocks start), read sub-block by
+    sub-block (GIF89a, section 15); the identifier must be ICC's."""
+    with Image.open(path) as im:
+        identifier, at = im.info["extension"]
+    assert identifier == b"ICCRGBG1012"
+    data, profile = path.read_bytes(), b""
+    while data[at]:
+        profile += data[at + 1:at + 1 + data[at]]
+        at += 1 + data[at]
+    return profile
+
+
+def test_gif_output_keeps_the_profile_in_an_application_extension(tmp_path, tiny):
+    """The profile of an APNG goes into the GIF written from it as ICC.1 annex B.6 says, where Pillow's reader
+    finds the application extension; taking that extension out gives the very file written without a
+    profile (nothing else changed: frames, palette, timing, loop)."""
+    frames = list(moving_shapes(3))
+    tagged = tagged_animation(tmp_path / "anim.png", frames, adobe_rgb_profile())
+    plain = tagged_animation(tmp_path / "plain.png", frames)
+    assert run(tiny, tagged, tmp_path / "out.gif") == 0 and run(tiny, plain, tmp_path / "plain.gif") == 0
+    assert profile_read_by_pillow_from_gif(tmp_path / "out.gif") == adobe_rgb_profile()
+    written = (tmp_path / "out.gif").read_bytes()
+    extension = gif_icc_extension(adobe_rgb_profile())
+    assert written.count(extension) == 1
+    assert written.replace(extension, b"") == (tmp_path / "plain.gif").read_bytes()
+
+
+def test_gif_profile_is_read_from_stills_and_animations(tmp_path, tiny):
+    """A GIF's ICCRGBG1 profile (which Pillow does not read) reaches the outputs of a one-frame GIF written as
+    PNG and of an animated GIF written as APNG and as GIF, where Pillow reads it back (PNG's iCCP chunk) or
+    finds the extension."""
+    frames = list(moving_shapes(3))
+    one = gif_with_profile(tmp_path / "one.gif", frames[:1], adobe_rgb_profile())
+    many = gif_with_profile(tmp_path / "many.gif", frames, adobe_rgb_profile())
+    with Image.open(many) as im:  # the extension leaves the file as Pillow decodes it
+        assert im.n_frames == 3 and "icc_profile" not in im.info
+    assert media.read_image_and_metadata(one)[1].icc_profile == adobe_rgb_profile()
+    for source, target in [(one, "one.png"), (many, "many.apng"), (many, "again.gif")]:
+        assert run(tiny, source, tmp_path / target) == 0
+    for target in ("one.png", "many.apng"):
+        with Image.open(tmp_path / target) as im:
+            assert im.info["icc_profile"] == adobe_rgb_profile()
+    assert profile_read_by_pillow_from_gif(tmp_path / "again.gif") == adobe_rgb_profile()
+
+
+def test_an_rgb_profile_of_grey_frames_is_kept_where_the_output_stores_rgb_and_noted_elsewhere(tmp_path, tiny,
+                                                                                                 capsys):
+    """A grey GIF (a palette of greys, read as grey frames) with an RGB profile, ICCRGBG1 being RGB: a GIF
+    output, whose palette is RGB, keeps it; a grey APNG cannot hold an RGB profile (PNG 3rd edition, 11.3.2.3:
+    a greyscale image takes a GRAY profile), so a note says so: never dropped in silence."""
+    source = add_gif_profile(grey_palette_gif(tmp_path / "grey.gif"), adobe_rgb_profile())
+    capsys.readouterr()
+    assert run(tiny, source, tmp_path / "out.gif") == 0
+    assert "note:" not in capsys.readouterr().err
+    assert profile_read_by_pillow_from_gif(tmp_path / "out.gif") == adobe_rgb_profile()
+    assert run(tiny, source, tmp_path / "out.apng") == 0
+    assert (f"note: {tmp_path / 'out.apng'}: the colour profile of the input not kept (its colour space is not "
+            "the image's)") in capsys.readouterr().err
+    with Image.open(tmp_path / "out.apng") as im:
+        assert im.mode == "L" and "icc_profile" not in im.info
+
+
+def ffmpeg_profiles(path):
+    """(the ICC profile FFmpeg attaches to each decoded frame of the first video stream, the frames as RGB)."""
+    profiles, pixels = [], []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            side_data = frame.side_data
+            entries = [item if hasattr(item, "type") else side_data[item] for item in side_data]
+            profiles.append(next((bytes(e) for e in entries if str(e.type).endswith("ICC_PROFILE")), None))
+            pixels.append(frame.to_ndarray(format="rgb24"))
+    return profiles, pixels
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_mp4_and_mov_outputs_keep_the_profile_as_ffmpeg_reads_it(tmp_path, tiny, suffix):
+    """The profile of an animation goes into an MP4 or MOV written from it, where FFmpeg's demuxer finds it
+    (ISO/IEC 14496-12's 'colr' box of type 'prof'; FFmpeg gives it to every decoded frame); the frames decode
+    as those written without a profile (lossless). Upscaled again as a video (into the other container and
+    into APNG) the profile goes on, so it is also read from a video."""
+    frames = list(moving_shapes(3))
+    tagged = tagged_animation(tmp_path / "anim.png", frames, adobe_rgb_profile())
+    plain = tagged_animation(tmp_path / "plain.png", frames)
+    out, out_plain = tmp_path / f"out{suffix}", tmp_path / f"plain{suffix}"
+    assert run(tiny, tagged, out, "--lossless") == 0 and run(tiny, plain, out_plain, "--lossless") == 0
+    profiles, got = ffmpeg_profiles(out)
+    assert profiles == [adobe_rgb_profile()] * 3
+    no_profiles, want = ffmpeg_profiles(out_plain)
+    assert no_profiles == [None] * 3
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = tmp_path / ("again.mov" if suffix == ".mp4" else "again.mp4")
+    assert run(tiny, out, other) == 0
+    assert ffmpeg_profiles(other)[0] == [adobe_rgb_profile()] * 3
+
+
+def test_a_video_profile_that_the_output_cannot_hold_is_noted(tmp_path, tiny, capsys):
+    """A video whose profile FFmpeg reads (an MP4 written from a tagged APNG, checked through FFmpeg) is read
+    with it, and upscaled into Matroska (which has no place for one) gets the note."""
+    tagged = tagged_animation(tmp_path / "anim.png", list(moving_shapes(3)), adobe_rgb_profile())
+    assert run(tiny, tagged, tmp_path / "clip.mp4", "--lossless") == 0
+    assert ffmpeg_profiles(tmp_path / "clip.mp4")[0][0] == adobe_rgb_profile()
+    with VideoReader(tmp_path / "clip.mp4") as reader:
+        assert reader.metadata.icc_profile == adobe_rgb_profile()
+    capsys.readouterr()
+    assert run(tiny, tmp_path / "clip.mp4", tmp_path / "clip.mkv") == 0
+    assert (f"note: {tmp_path / 'clip.mkv'}: the colour profile of the input not kept (MKV video holds none)"
+            in capsys.readouterr().err)
+
+
+def test_the_profile_box_leaves_the_rest_of_an_mp4_as_ffmpeg_reads_it(tmp_path):
+    """`mp4.insert_icc_profile` on an MP4 whose first track is audio and whose video stream has a colour
+    description ('colr' 'nclx'): FFmpeg then reads the profile on the video stream, the same colour
+    description, the same frames and the same audio packets."""
+    path = tmp_path / "clip.mp4"
+    out = av.open(str(path), "w")
+    sound = out.add_stream("aac", rate=8000, layout="mono")
+    stream = out.add_stream("libx264", rate=25, options={"crf": "18"})
+    stream.height, stream.width, stream.pix_fmt = 24, 32, "yuv420p"
+    context = stream.codec_context
+    context.colorspace, context.color_range, context.color_primaries, context.color_trc = 1, 1, 1, 1
+    for i, pixels in enumerate(moving_shapes(4)):
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    tone = av.AudioFrame.from_ndarray((3000 * np.sin(np.arange(1280) / 5)).astype(np.int16)[None], format="s16",
+                                      layout="mono")
+    tone.sample_rate, tone.pts = 8000, 0
+    out.mux(sound.encode(tone))
+    out.mux(sound.encode(None))
+    out.close()
+
+    def described(p):
+        with av.open(str(p)) as c:
+            video = c.streams.video[0]
+            first = next(c.decode(video))
+            description = [getattr(first, name) for name in ("colorspace", "color_range")]
+        with av.open(str(p)) as c:
+            audio = [bytes(packet) for packet in c.demux(audio=0) if packet.size]
+        return description, audio
+
+    before_description, before_audio = described(path)
+    before_profiles, before_frames = ffmpeg_profiles(path)
+    mp4.insert_icc_profile(path, adobe_rgb_profile())
+    after_description, after_audio = described(path)
+    profiles, frames = ffmpeg_profiles(path)
+    assert before_profiles == [None] * 4 and profiles == [adobe_rgb_profile()] * 4
+    assert after_description == before_description == [1, 1] and after_audio == before_audio
+    for a, b in zip(frames, before_frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_still_written_as_apng_or_gif_keeps_its_profile(tmp_path, tiny, capsys):
     """A still image written in an animation format (a one-frame APNG or GIF) carries its metadata as an
-    animation does."""
+    animation does: APNG the profile and EXIF, GIF the profile, with a note for its EXIF."""
     Image.fromarray(next(moving_shapes(1))).save(tmp_path / "one.png", icc_profile=adobe_rgb_profile(),
                                                  exif=photo_exif(32, 24))
     assert run(tiny, tmp_path / "one.png", tmp_path / "out.apng") == 0
@@ -681,6 +863,7 @@ def test_a_still_written_as_apng_keeps_its_profile_and_as_gif_says_it_does_not(t
     assert "note:" not in capsys.readouterr().err
     assert run(tiny, tmp_path / "one.png", tmp_path / "out.gif") == 0
     assert capsys.readouterr().err.count("note: ") == 1
+    assert profile_read_by_pillow_from_gif(tmp_path / "out.gif") == adobe_rgb_profile()
 
 
 # ---- still images in animation formats -------------------------------------------------------------------

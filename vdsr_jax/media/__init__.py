@@ -4,7 +4,9 @@
 exist). Frame files, read and written one frame at a time behind one interface (`frames.FrameReader`,
 `frames.FrameWriter`): `video` (PyAV: timing, display and colour description kept, other streams copied,
 converted or refused) and `animation` (animated GIF, WebP and PNG, multi-page TIFF); `frame_files` picks the
-reader and writer for a path and streams a file through (`transcode`). PyAV is imported only when a video is read or written, or a GIF or APNG written.
+reader and writer for a path and streams a file through (`transcode`). `bmp`, `gif` and `mp4` read and write
+the ICC profile where Pillow and FFmpeg do not. PyAV is imported only when a video is read or written, or a
+GIF or APNG written.
 """
 
 from vdsr_jax.media.frame_files import frame_summary, is_frame_file, iter_frames, open_frames, transcode

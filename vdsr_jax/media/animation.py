@@ -4,11 +4,9 @@ Read by Pillow (tifffile for TIFF, which keeps 16 bits) one frame at a time: eve
 display, its duration and the loop count are kept, and the colour profile and EXIF (orientation applied).
 Written, 8 bits except TIFF, by FFmpeg (GIF: frames quantised as Pillow quantises a GIF; APNG: lossless) and
 tifffile a frame at a time, and by Pillow for WebP (see `WebPAnimationWriter`); the profile and EXIF go into
-APNG, WebP and TIFF, as into still images (GIF holds neither).
+APNG, WebP and TIFF, as into still images, and the profile into GIF (which has no place for EXIF).
 """
 import contextlib
-import os
-import shutil
 import struct
 import zlib
 from fractions import Fraction
@@ -19,10 +17,11 @@ import tifffile
 from PIL import Image
 
 from vdsr_jax.errors import ImageError
+from vdsr_jax.media import gif
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import (EXIF_ORIENTATION, NO_METADATA, PIL_MODES, ImageMetadata, channels_last,
-                                   exif_for, exif_tags_for, link_exif_ifds, orient, picture_exif, pillow_image,
-                                   pillow_pixels, png_metadata_chunks, profile_for, tiff_exif,
+                                   exif_for, exif_tags_for, insert_bytes, link_exif_ifds, orient, picture_exif, pillow_image,
+                                   pillow_pixels, png_metadata_chunks, tiff_exif,
                                    tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits)
 
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
@@ -56,6 +55,8 @@ class AnimationReader(FrameReader):
                 self.file = Image.open(self.path)
                 self.count, self.loop = self.file.n_frames, self.file.info.get("loop")
                 self.exif, self.icc = self.file.getexif(), self.file.info.get("icc_profile")
+                if self.file.format == "GIF":  # Pillow does not read a GIF's profile
+                    self.icc = gif.read_icc_profile(self.path.read_bytes())
                 self.orientation = self.exif.get(EXIF_ORIENTATION, 1)
         except Exception as e:  # noqa: BLE001 - codecs raise many kinds for damaged files
             raise ImageError(f"{self.path}: damaged or unreadable image ({type(e).__name__}: {e})") from None
@@ -73,16 +74,15 @@ class AnimationReader(FrameReader):
         self.grey = all(channels <= 2 for channels in layouts)
         self.channels = (1 if self.grey else 3) + any(channels in (2, 4) for channels in layouts)
         self.rate = None
-        self.metadata = self._metadata(layouts[0])
+        self.metadata = self._metadata()
 
-    def _metadata(self, channels: int) -> ImageMetadata:
-        """The file's ImageMetadata, its profile where it is one for frames of `channels` channels."""
+    def _metadata(self) -> ImageMetadata:
+        """The file's ImageMetadata."""
         try:
             if self.tiff:
                 with open(self.path, "rb") as file:
-                    return ImageMetadata(profile_for(self.icc, channels),
-                                         picture_exif(tiff_exif(file, self.file.pages[0])))
-            return ImageMetadata(profile_for(self.icc, channels), picture_exif(self.exif))
+                    return ImageMetadata(self.icc or None, picture_exif(tiff_exif(file, self.file.pages[0])))
+            return ImageMetadata(self.icc or None, picture_exif(self.exif))
         except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for damaged EXIF
             raise ImageError(f"{self.path}: damaged EXIF ({type(e).__name__}: {e})") from None
 
@@ -146,8 +146,9 @@ class FFmpegAnimationWriter(FrameWriter):
     learn its delay from the next time stamp). GIF frames are quantised as Pillow's GIF writer does (an
     adaptive palette of at most 256 colours per frame, its first fully transparent colour kept transparent;
     grey frames exact; frames of an animation with alpha whole, each cleared to transparent after display);
-    APNG frames are lossless, 8 bits, with the colour profile and EXIF of `metadata` (`images.kept_metadata`
-    for PNG: GIF holds neither) as iCCP and eXIf chunks after IHDR, EXIF giving the height×width size."""
+    APNG frames are lossless, 8 bits. The colour profile and EXIF of `metadata` (`images.kept_metadata` for
+    the format) go into APNG as iCCP and eXIf chunks after IHDR, EXIF giving the height×width size, and the
+    profile into GIF as an ICCRGBG1 application extension before the first frame (`gif`)."""
 
     def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int, metadata=NO_METADATA):
         self.av = av  # PyAV
@@ -207,29 +208,19 @@ class FFmpegAnimationWriter(FrameWriter):
             _set_apng_delay(self.held, milliseconds)
         self.container.mux(self.held)
         self.container.close()
-        exif = exif_for(self.metadata, self.size)
-        chunks = png_metadata_chunks(self.metadata.icc_profile, exif)
-        if chunks and not self.gif:
-            _insert_after_ihdr(self.tmp, chunks)
+        if self.gif:
+            if self.metadata.icc_profile:
+                gif.insert_icc_profile(self.tmp, self.metadata.icc_profile)
+            return
+        chunks = png_metadata_chunks(self.metadata.icc_profile, exif_for(self.metadata, self.size))
+        if chunks:
+            with open(self.tmp, "rb") as file:
+                assert file.read(16)[12:] == b"IHDR", "FFmpeg's APNG starts with IHDR"
+            insert_bytes(self.tmp, 33, chunks)  # after the signature (8 bytes) and IHDR (25)
 
     def abort(self):
         with contextlib.suppress(Exception):
             self.container.close()
-
-
-def _insert_after_ihdr(path: Path, chunks: bytes) -> None:
-    """Rewrite the PNG file at `path` with `chunks` right after its IHDR chunk (the signature's 8 bytes and
-    IHDR's 25), copying the rest as it is."""
-    whole = path.with_name(path.name + ".metadata")
-    try:
-        with open(path, "rb") as source, open(whole, "wb") as target:
-            head = source.read(33)
-            assert head[12:16] == b"IHDR", "FFmpeg's APNG starts with IHDR"
-            target.write(head + chunks)
-            shutil.copyfileobj(source, target)
-        os.replace(whole, path)
-    finally:
-        whole.unlink(missing_ok=True)
 
 
 def _quantised(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -273,23 +264,12 @@ def _clear_after_display(packet, transparent: int) -> None:
     out for opaque frames and for some transparent ones; decoders (Pillow) restore to transparent only where
     the frame names a transparent colour."""
     data = bytearray(bytes(packet))
-    start = _control_extension(data)
+    start = gif.control_extension(data)
     if start is None:
         return
     data[start + 3] = (data[start + 3] & ~0x1C) | (2 << 2) | 1
     data[start + 6] = transparent
     packet.update(bytes(data))
-
-
-def _control_extension(data: bytes) -> int | None:
-    """Where the Graphic Control Extension (GIF89a, section 23: 21 F9 04, a packed byte, the delay, the
-    transparent index, 00) that FFmpeg's GIF encoder writes before a frame starts in its packet; None without
-    one. The first packet starts with the header, screen descriptor and global colour table."""
-    start = 0
-    if data[:4] == b"GIF8":
-        flags = data[10]
-        start = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-    return start if data[start:start + 3] == b"\x21\xf9\x04" else None
 
 
 def _without_delay(av, packet):
@@ -298,7 +278,7 @@ def _without_delay(av, packet):
     that the frame has no delay, as its source frame had none (FFmpeg's GIF muxer then writes it as it is).
     Returns the packet, or a new one of the same timing (`av`: PyAV) without the extension."""
     data = bytes(packet)
-    start = _control_extension(data)
+    start = gif.control_extension(data)
     if start is None or data[start + 3] & 1 or (data[start + 3] >> 2) & 7 > 1:
         return packet
     shorter = av.Packet(data[:start] + data[start + 8:])

@@ -130,10 +130,12 @@ ANIMATION_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PN
 
 
 def metadata_format(target: Path) -> str:
-    """The format name of an animation or video output, as `images.kept_metadata` takes it (a video holds no
-    image metadata)."""
+    """The format name of an animation or video output, as `images.kept_metadata` takes it (MP4 and MOV hold a
+    profile, the other video containers nothing)."""
     suffix = target.suffix.lower()
-    return ANIMATION_FORMATS.get(suffix) or f"{suffix[1:].upper()} video as written here"
+    if suffix in ANIMATION_FORMATS:
+        return ANIMATION_FORMATS[suffix]
+    return suffix[1:].upper() if suffix in (".mp4", ".mov") else f"{suffix[1:].upper()} video"
 
 
 def open_writer(tmp: Path, target: Path, reader: FrameReader, height: int, width: int, crf,
@@ -142,10 +144,10 @@ def open_writer(tmp: Path, target: Path, reader: FrameReader, height: int, width
     converts), with what of the reader's `metadata` the format holds (`images.kept_metadata`);
     MissingDependency naming `target` where it needs PyAV (videos, GIF, APNG) and PyAV is not installed."""
     suffix = target.suffix.lower()
+    metadata = kept_metadata(metadata_format(target), reader.metadata, reader.channels)
     if suffix in VIDEO_SUFFIXES:
         return VideoWriter(pyav(target, "writing a video"), tmp, suffix, reader, height, width, crf, lossless,
-                           note)
-    metadata = kept_metadata(metadata_format(target), reader.metadata, reader.channels)
+                           note, metadata)
     if suffix in (".tif", ".tiff"):
         return TiffPagesWriter(tmp, metadata)
     if suffix == ".webp":

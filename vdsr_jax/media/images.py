@@ -28,6 +28,7 @@ import tifffile
 from PIL import Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
 from vdsr_jax.errors import ImageError, OutputExists, UserError
+from vdsr_jax.media import bmp, gif
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LISTING_RULE = ("image files by suffix (" + ", ".join(IMAGE_SUFFIXES) + "), sorted by name; names starting "
@@ -69,9 +70,10 @@ def list_images(paths, recursive: bool = False, suffixes=IMAGE_SUFFIXES) -> list
 class ImageMetadata:
     """What a photo carries besides its pixels, for writing it again (`write_image(..., metadata=)`).
 
-    `icc_profile`: the ICC colour profile's bytes, only where its colour space is the pixels' (RGB for 3-4
-    channels, GRAY for 1-2; a CMYK or Lab file is converted to sRGB on reading, which its profile then no
-    longer describes). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
+    `icc_profile`: the ICC colour profile's bytes as the file has them, whatever its colour space (an output
+    takes it only where that is the colour space it stores: `kept_metadata`); None where the file has none
+    and where its pixels were converted on reading (CMYK or Lab to sRGB: the profile no longer describes
+    them). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
     structure) with the tags that describe the picture (IFD0: description, make, model, resolution, date,
     artist, copyright; the Exif and GPS IFDs) and Orientation 1, since the pixels are read upright; the
     thumbnail (IFD1, a picture of the old pixels), the tags of the file's own encoding and the program that
@@ -126,6 +128,8 @@ def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndar
             else:
                 exif = im.getexif()
                 pixels, icc = pillow_colours(im, name)
+                if im.format in ("BMP", "GIF"):  # Pillow does not read their profiles
+                    icc = (bmp if im.format == "BMP" else gif).read_icc_profile(data)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
@@ -152,7 +156,7 @@ def _refuse_frames(frames: int, name: str) -> None:
 def _upright(pixels, orientation: int, exif: Image.Exif, icc: bytes | None, name: str):
     """(pixels upright as H×W×C, their ImageMetadata) from decoded samples and what the file carries."""
     pixels = orient(channels_last(pixels, name), orientation)
-    return pixels, ImageMetadata(profile_for(icc, pixels.shape[-1]), picture_exif(exif))
+    return pixels, ImageMetadata(icc or None, picture_exif(exif))
 
 
 # The IFD0 tags that describe the picture rather than its encoding or the program that wrote the file (EXIF
@@ -507,8 +511,12 @@ def _check_encodable(fmt: str, height: int, width: int, channels: int, name: str
                          f"{limit} per side; write .png or .tif")
 
 
-# The formats whose files can hold an ICC profile and EXIF (as written here).
-METADATA_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+# The formats whose files hold an ICC profile, and those that hold EXIF, as written here (BMP: a
+# BITMAPV5HEADER, `bmp`; GIF: an ICCRGBG1 application extension, `gif`; MP4 and MOV: a 'colr' box, `mp4`).
+PROFILE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "MP4", "MOV")
+EXIF_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+# The formats that store every picture in RGB (grey as a palette of greys, or as video colour): RGB profiles.
+RGB_FORMATS = ("BMP", "GIF", "MP4", "MOV")
 
 
 # JPEG's APP1 segment holds at most 65533 bytes: its 2-byte length counts itself (Pillow refuses more).
@@ -518,12 +526,14 @@ JPEG_EXIF_BYTES = 65533
 def _not_kept(fmt: str, metadata: ImageMetadata, channels: int) -> dict[str, str]:
     """{"colour profile" or "EXIF": why} for each part of `metadata` that a `fmt` file of `channels`
     channels cannot hold."""
-    reasons = {}
-    if metadata.icc_profile and fmt not in METADATA_FORMATS:
+    reasons, icc = {}, metadata.icc_profile
+    if icc and fmt not in PROFILE_FORMATS:
         reasons["colour profile"] = f"{fmt} holds none"
-    elif metadata.icc_profile and not profile_for(metadata.icc_profile, channels):
+    elif icc and fmt in RGB_FORMATS and not profile_for(icc, 3):
+        reasons["colour profile"] = f"{fmt} holds RGB profiles only"
+    elif icc and fmt not in RGB_FORMATS and not profile_for(icc, channels):
         reasons["colour profile"] = "its colour space is not the image's"
-    if metadata.exif and fmt not in METADATA_FORMATS:
+    if metadata.exif and fmt not in EXIF_FORMATS:
         reasons["EXIF"] = f"{fmt} holds none"
     elif metadata.exif and fmt == "JPEG" and len(metadata.exif) > JPEG_EXIF_BYTES:
         reasons["EXIF"] = f"{len(metadata.exif)} bytes, over JPEG's {JPEG_EXIF_BYTES}"
@@ -531,9 +541,9 @@ def _not_kept(fmt: str, metadata: ImageMetadata, channels: int) -> dict[str, str
 
 
 def kept_metadata(fmt: str, metadata: ImageMetadata, channels: int) -> ImageMetadata:
-    """The part of `metadata` that `encode_image` writes into a `fmt` file of `channels` channels: nothing for
-    a format that holds none (BMP), the profile only where its colour space is the pixels', EXIF in JPEG
-    only up to JPEG_EXIF_BYTES."""
+    """The part of `metadata` that `encode_image` (or an animation or video writer) writes into a `fmt` file of
+    `channels` channels: the profile in PROFILE_FORMATS where its colour space is the pixels' (RGB in
+    RGB_FORMATS), EXIF in EXIF_FORMATS (in JPEG up to JPEG_EXIF_BYTES)."""
     lost = _not_kept(fmt, metadata, channels)
     return ImageMetadata(None if "colour profile" in lost else metadata.icc_profile,
                          None if "EXIF" in lost else metadata.exif)
@@ -557,7 +567,7 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_META
 
     `metadata` (see `kept_metadata` for what a format keeps) is written as PNG iCCP and eXIf chunks, JPEG
     APP2 ICC_PROFILE and APP1 Exif segments, WebP ICCP and EXIF chunks, TIFF InterColorProfile (34675) and
-    IFD0 picture tags with Exif and GPS IFDs; its EXIF with Orientation 1 and PixelXDimension/
+    IFD0 picture tags with Exif and GPS IFDs, a BMP profile in a BITMAPV5HEADER (`bmp`); its EXIF with Orientation 1 and PixelXDimension/
     PixelYDimension, where present, giving the pixels' size. The pixels are written as without it."""
     pixels = np.ascontiguousarray(pixels)  # the encoders take C-ordered buffers only (a transposed view fails)
     channels = pixels.shape[-1]
@@ -569,13 +579,15 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_META
     if fmt == "TIFF":
         return _tiff_with_metadata(pixels, metadata.icc_profile, exif_tags_for(metadata, pixels.shape[:2]))
     options = dict(_SAVE_OPTIONS.get(fmt, {}))
-    if metadata.icc_profile:
+    if metadata.icc_profile and fmt != "BMP":
         options["icc_profile"] = metadata.icc_profile
     exif = exif_for(metadata, pixels.shape[:2])
     if exif:
         options["exif"] = exif
     buffer = io.BytesIO()
     pillow_image(pixels).save(buffer, format=fmt, **options)
+    if fmt == "BMP" and metadata.icc_profile:
+        return bmp.with_icc_profile(buffer.getvalue(), metadata.icc_profile)
     return buffer.getvalue()
 
 
@@ -700,6 +712,23 @@ def atomic_output(path, overwrite: bool = False):
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def insert_bytes(path, offset: int, data: bytes, chunk: int = 1 << 20) -> None:
+    """Insert `data` into the file at `path` before its byte `offset`, in place: the bytes after `offset`
+    move back `chunk` bytes at a time, from the end, so no copy of the file is held (for files being
+    written under `atomic_output`'s temporary name, which a failure removes)."""
+    with open(path, "r+b") as file:
+        pos = file.seek(0, os.SEEK_END)
+        while pos > offset:
+            step = min(chunk, pos - offset)
+            pos -= step
+            file.seek(pos)
+            block = file.read(step)
+            file.seek(pos + len(data))
+            file.write(block)
+        file.seek(offset)
+        file.write(data)
 
 
 def _publish_new(tmp: Path, path: Path) -> None:

@@ -3,10 +3,10 @@
 Reading: the first video stream's frames are decoded by FFmpeg to 8-bit RGB, or to 8-bit grey for grey pixel
 formats (samples above 8 bits are rounded by FFmpeg's conversion), with the colorspace and range the file
 states; its display matrix (a phone's rotation, a mirroring) is applied to the pixels, as FFmpeg's own
-autorotation does. Frames with alpha (yuva420p, rgba, ya8, …, or a palette whose first frame uses a
-transparent entry) are refused, as no video output written here can hold it. Each frame keeps its
-presentation time stamp and duration; the file's other streams (audio, subtitles, data, attachments, further
-video streams) are handed on packet by packet.
+autorotation does; its ICC profile (an MP4/MOV 'colr' box) is kept as `metadata`. Frames with alpha
+(yuva420p, rgba, ya8, …, or a palette whose first frame uses a transparent entry) are refused, as no video
+output written here can hold it. Each frame keeps its presentation time stamp and duration; the file's other
+streams (audio, subtitles, data, attachments, further video streams) are handed on packet by packet.
 
 Writing: H.264 (libx264, yuv420p, CRF 18; yuv444p when a side is odd, which 4:2:0 cannot hold) in
 .mp4/.mkv/.mov/.avi, VP9 (CRF 31) in .webm; lossless: H.264 RGB with qp 0 (libx264rgb), VP9 lossless in RGB
@@ -16,7 +16,8 @@ Each frame is written at its time stamp in the source's time base (AVI: see `out
 packets carrying its duration, so the last frame keeps its own; no stream is shifted to start at 0
 (a copied audio stream's priming samples before 0 stay there, where the container takes it).
 The sample aspect ratio and the colour description (colorspace, range, primaries, transfer) are kept: YUV
-output is converted from RGB with the source's matrix and range and tagged with all four. Every other stream
+output is converted from RGB with the source's matrix and range and tagged with all four. The source's ICC
+profile goes into MP4 and MOV outputs as a 'colr' box (`mp4`); the other containers have no place for one. Every other stream
 of the source is decided on before the first frame, by asking FFmpeg's muxer to take a packet of it (a
 header and one packet, in memory): copied as it is; audio the muxer refuses is converted to the muxer's
 default audio codec (said in a note); anything else refused is an ImageError naming the stream.
@@ -35,7 +36,8 @@ import numpy as np
 
 from vdsr_jax.errors import ConfigError, ImageError, MissingDependency
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import orient, to_8_bits
+from vdsr_jax.media import mp4
+from vdsr_jax.media.images import NO_METADATA, ImageMetadata, orient, to_8_bits
 
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
@@ -151,7 +153,7 @@ class VideoReader(FrameReader):
                 tag = getattr(self.stream, "codec_tag", None) or self.stream.metadata.get("codec", "unknown")
                 raise ImageError(f"{self.path}: its video codec ({tag}) cannot be decoded (unsupported or "
                                  "unknown); convert it to H.264, VP9 or FFV1 first")
-            self.orientation, first = self._display()
+            self.orientation, icc, first = self._first_frame()
             pixel_format = first.format  # as decoded (a stream may state none before its first frame)
             components = len(pixel_format.components)
             if pixel_format.has_palette and (first.to_ndarray(format="rgba")[..., 3] < 255).any():
@@ -172,6 +174,7 @@ class VideoReader(FrameReader):
             self.height, self.width = self.width, self.height
             self.sample_aspect_ratio = 1 / self.sample_aspect_ratio if self.sample_aspect_ratio else None
         self.colour = colour_description(first)
+        self.metadata = ImageMetadata(icc)
         if pixel_format.is_rgb or pixel_format.has_palette:  # no YUV matrix, no YUV range
             self.colour = {k: v for k, v in self.colour.items() if k not in ("colorspace", "color_range")}
         self.count = self.stream.frames or None
@@ -184,9 +187,10 @@ class VideoReader(FrameReader):
         lenient = {"metadata_errors": "ignore"} if int(self.av.__version__.split(".")[0]) < 19 else {}
         return self.av.open(str(self.path), **lenient)
 
-    def _display(self):
-        """(EXIF orientation 1-8 that shows the frames upright, the first frame): read from the first frame's
-        display matrix, in a second opening of the file so that no packet of this one is consumed."""
+    def _first_frame(self):
+        """(EXIF orientation 1-8 that shows the frames upright, the ICC profile or None, the first frame), read
+        from the side data of the first frame (its display matrix; the profile, which FFmpeg takes from an
+        MP4/MOV 'colr' box) in a second opening of the file, so that no packet of this one is consumed."""
         with self._open() as container:
             try:
                 first = next(container.decode(container.streams.video[0]), None)
@@ -195,10 +199,15 @@ class VideoReader(FrameReader):
         if first is None:
             raise ImageError(f"{self.path}: holds no decodable video frame")
         side_data = first.side_data  # iterating it gives the side data up to PyAV 18, their types from 19
-        entries = (item if hasattr(item, "type") else side_data[item] for item in side_data)
-        matrix = next((np.frombuffer(bytes(data), np.int32)[:9] for data in entries
-                       if getattr(data.type, "name", str(data.type)).endswith("DISPLAYMATRIX")), None)
-        return display_orientation(matrix, self.path), first
+        entries = [item if hasattr(item, "type") else side_data[item] for item in side_data]
+
+        def entry(kind):
+            return next((bytes(data) for data in entries
+                         if getattr(data.type, "name", str(data.type)).endswith(kind)), None)
+
+        matrix = entry("DISPLAYMATRIX")
+        matrix = None if matrix is None else np.frombuffer(matrix, np.int32)[:9]
+        return display_orientation(matrix, self.path), entry("ICC_PROFILE"), first
 
     def frames(self, on_packet=None):
         """Frames in presentation order, upright; `on_packet(packet)` receives each packet of `streams` as it is
@@ -373,13 +382,16 @@ def _audio_stream(av, container, codec: str, source):
 
 class VideoWriter(FrameWriter):
     """A video of `reader`'s frame rate, time base, sample aspect ratio and colour description, holding its other
-    streams as `plan_streams` decides (`video_codec`); `note(text)` receives what is converted."""
+    streams as `plan_streams` decides (`video_codec`); `note(text)` receives what is converted. The colour
+    profile of `metadata` (which `images.kept_metadata` gives MP4 and MOV outputs only) is added to the
+    finished file (`mp4.insert_icc_profile`)."""
 
     muxes_streams = True
 
     def __init__(self, av, tmp: Path, suffix: str, reader, height: int, width: int, crf, lossless: bool,
-                 note=None):
+                 note=None, metadata=NO_METADATA):
         self.av = av  # PyAV
+        self.tmp, self.metadata = tmp, metadata
         muxer = _MUXERS[suffix]
         plan, notes = plan_streams(av, reader, muxer, suffix)
         self.container = self.av.open(str(tmp), "w", format=muxer, options={"avoid_negative_ts": "disabled"})
@@ -476,6 +488,8 @@ class VideoWriter(FrameWriter):
                 self.container.mux(out.encode(frame))
             self.container.mux(out.encode(None))
         self.container.close()
+        if self.metadata.icc_profile:
+            mp4.insert_icc_profile(self.tmp, self.metadata.icc_profile)
 
     def abort(self):
         with contextlib.suppress(Exception):
