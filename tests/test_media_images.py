@@ -607,31 +607,54 @@ def test_bmp_keeps_the_profile_in_a_v5_header_and_notes_the_exif(tmp_path):
     assert bmp_v5_profile(image_files.encode_image(pixels(1, np.uint8), "BMP", grey)) is None
 
 
-def test_a_bmp_profile_is_read(tmp_path):
-    """A BMP with a BITMAPV5HEADER embedding a profile, built here from the documented layout around Pillow's
-    pixels and colour table (a palette image, whose table follows the header), gives its profile to the
-    PNG written from it, where Pillow reads it."""
-    image = Image.fromarray(pixels(3, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+def test_an_rgb_profile_of_a_grey_palette_is_kept_as_read_and_noted_where_it_cannot_go(tmp_path):
+    """A palette BMP whose colours are grey is read as grey; its profile is RGB, as a palette's colours are. It
+    is kept as read, so that an output that stores RGB (BMP) carries it, and a grey PNG, which cannot (PNG 3rd
+    edition, 11.3.2.3: a greyscale image takes a GRAY profile), says so in a note rather than dropping it in
+    silence."""
+    image = Image.fromarray(pixels(1, np.uint8)[..., 0], "P")
+    image.putpalette([v for g in range(256) for v in (g, g, g)])
+    (tmp_path / "grey.bmp").write_bytes(bmp_with_v5_profile(image, adobe_rgb_profile()))
+    got, metadata = image_files.read_image_and_metadata(tmp_path / "grey.bmp")
+    assert got.shape[-1] == 1 and metadata.icc_profile == adobe_rgb_profile()
+    assert image_files.metadata_note(tmp_path / "x.png", metadata, 1) == \
+        f"{tmp_path / 'x.png'}: the colour profile of the input not kept (its colour space is not the image's)"
+    assert image_files.metadata_note(tmp_path / "x.bmp", metadata, 1) is None
+    assert bmp_v5_profile(image_files.encode_image(got, "BMP", metadata)) == adobe_rgb_profile()
+    with Image.open(io.BytesIO(image_files.encode_image(got, "PNG", metadata))) as im:
+        assert im.mode == "L" and "icc_profile" not in im.info
+
+
+def bmp_with_v5_profile(image: Image.Image, profile: bytes) -> bytes:
+    """`image` as a BMP written by Pillow (a BITMAPINFOHEADER), given a BITMAPV5HEADER that embeds `profile`
+    after the pixels, built from the documented layout (see `bmp_v5_profile`): the 84 more header bytes move
+    the colour table and pixels, whose offset (bfOffBits, byte 10) and the file size (byte 2) grow with them;
+    intent LCS_GM_IMAGES (4)."""
     buffer = io.BytesIO()
     image.save(buffer, format="BMP")
     old = buffer.getvalue()
     assert int.from_bytes(old[14:18], "little") == 40
-    profile = adobe_rgb_profile()
     header = bytearray(old[14:54]) + bytearray(84)
     header[0:4] = (124).to_bytes(4, "little")
     header[56:60] = (0x4D424544).to_bytes(4, "little")
-    header[108:112] = (4).to_bytes(4, "little")  # LCS_GM_IMAGES
+    header[108:112] = (4).to_bytes(4, "little")
     header[112:116] = (124 + len(old) - 54).to_bytes(4, "little")  # after the table and pixels
     header[116:120] = len(profile).to_bytes(4, "little")
     size, pixels_at = len(old) + 84 + len(profile), int.from_bytes(old[10:14], "little") + 84
-    data = b"BM" + size.to_bytes(4, "little") + bytes(4) + pixels_at.to_bytes(4, "little") + header + old[54:] + profile
-    (tmp_path / "v5.bmp").write_bytes(data)
+    return b"BM" + size.to_bytes(4, "little") + bytes(4) + pixels_at.to_bytes(4, "little") + header + old[54:] + profile
+
+
+def test_a_bmp_profile_is_read(tmp_path):
+    """A BMP with a BITMAPV5HEADER embedding a profile (a palette image, whose table follows the header) gives
+    its profile to the PNG written from it, where Pillow reads it."""
+    image = Image.fromarray(pixels(3, np.uint8)).convert("P", palette=Image.Palette.ADAPTIVE)
+    (tmp_path / "v5.bmp").write_bytes(bmp_with_v5_profile(image, adobe_rgb_profile()))
     got, metadata = image_files.read_image_and_metadata(tmp_path / "v5.bmp")
-    assert metadata.icc_profile == profile
+    assert metadata.icc_profile == adobe_rgb_profile()
     np.testing.assert_array_equal(got, np.asarray(image.convert("RGB")))
     image_files.write_image(tmp_path / "v5.png", got, metadata=metadata)
     with Image.open(tmp_path / "v5.png") as im:
-        assert im.info["icc_profile"] == profile
+        assert im.info["icc_profile"] == adobe_rgb_profile()
 
 
 def test_a_tiffs_own_tags_are_its_exif_and_tifffiles_shape_description_is_not(tmp_path):

@@ -593,7 +593,30 @@ def test_animation_with_alpha_into_a_video_is_refused(tmp_path, tiny, capsys):
     save_frames(tmp_path / "anim.png", list(with_alpha(moving_shapes(2))), "RGBA")
     assert run(tiny, tmp_path / "anim.png", tmp_path / "out.mp4") == 1
     lines = error_lines(capsys)
-    assert len(lines) == 1 and "cannot hold the alpha channel" in lines[0], lines
+    assert len(lines) == 1 and "cannot hold the transparency" in lines[0], lines
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("name,mode", [("anim.webp", "RGBA"), ("anim.png", "RGBA"), ("anim.png", "LA"),
+                                       ("one.png", "RGBA")])
+def test_opaque_alpha_goes_into_a_video_as_the_colour_frames(tmp_path, tiny, name, mode):
+    """Frames whose alpha channel is everywhere opaque (animated WebP, which Pillow always reads as RGBA; an
+    RGBA or grey + alpha APNG; a still RGBA PNG) show nothing through, so a video takes them: it decodes to
+    the frames of the same animation without the alpha channel (lossless)."""
+    frames = list(moving_shapes(3 if name.startswith("anim") else 1))
+    opaque = [np.asarray(Image.fromarray(f).convert(mode)) for f in frames]
+    plain = [np.asarray(Image.fromarray(f).convert(mode[:-1])) for f in frames]
+    options = {"lossless": True} if name.endswith(".webp") else {}
+    save_frames(tmp_path / name, opaque, mode, **options)
+    save_frames(tmp_path / f"plain_{name}", plain, mode[:-1], **options)
+    with Image.open(tmp_path / name) as im:
+        assert im.mode in ("RGBA", "LA")  # the alpha channel is there, all opaque
+    assert run(tiny, tmp_path / name, tmp_path / "out.mkv", "--lossless") == 0
+    assert run(tiny, tmp_path / f"plain_{name}", tmp_path / "plain.mkv", "--lossless") == 0
+    got, want = ffmpeg_frames(tmp_path / "out.mkv", "rgb24"), ffmpeg_frames(tmp_path / "plain.mkv", "rgb24")
+    assert len(got) == len(frames)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 # ---- colour profile and EXIF of animations ----------------------------------------------------------------

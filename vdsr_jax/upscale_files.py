@@ -5,7 +5,7 @@
     (or: python -m vdsr_jax.upscale_files …: named for the files it upscales, since vdsr_jax.upscale is the
     function on arrays and PIL images, docs/api.md)
 
-INPUT: image files (PNG, JPEG, BMP, TIFF, WebP) or folders of them (not recursive; hidden names such as
+INPUT: image files (PNG, JPEG, BMP, GIF, TIFF, WebP) or folders of them (not recursive; hidden names such as
 macOS `._photo.png` are skipped). With one input file, OUT may be a file name with an image suffix (its
 format is used); otherwise OUT is a folder, created if needed, that receives `<name>_x<S><suffix>` in the
 input's format. `--compare` writes `<output name>_compare.png` beside each output: bicubic | VDSR, labelled
@@ -15,10 +15,11 @@ separate OUT folders. An OUT whose suffix is a misspelt format (`out.pnj`) is re
 
 Videos (.mp4, .mkv, .avi, .mov, .webm) and images of several frames (animated GIF, WebP and PNG, multi-page
 TIFF) are upscaled frame by frame as a stream (see vdsr_jax.media): frame count, each frame's timing, the
-loop count, a video's display matrix (applied to the pixels), sample aspect ratio and colour description, an
-animation's EXIF orientation (applied to the pixels), profile and EXIF (not in GIF or video outputs: a
-`note:` says so) are kept; every other stream is copied (not re-encoded), converted (audio the container refuses; a `note:` line
-says so) or refused before the first frame. A GIF or APNG of one frame is written as a GIF or APNG. Video
+loop count, a video's display matrix (applied to the pixels), sample aspect ratio, colour description and
+profile, an animation's EXIF orientation (applied to the pixels), profile and EXIF (GIF, MP4 and MOV hold the
+profile only, the other videos neither: a `note:` says so) are kept; every other stream is copied (not
+re-encoded), converted (audio the container refuses; a `note:` line says so) or refused before the first
+frame. A GIF or APNG of one frame is written as a GIF or APNG. Video
 output is H.264 (libx264, yuv420p) at --crf 18 (VP9 at --crf 31 for .webm); --lossless writes frames exactly
 (H.264 RGB qp 0, VP9 lossless for .webm; lossless WebP). --batch windows go to the device per call. An interrupted run leaves no
 output and says after which frame it stopped.
@@ -29,8 +30,8 @@ bicubic. S may be any number from 1 to 16: the network input is MATLAB's bicubic
 ceil(S·size). 16-bit images stay 16-bit in PNG and TIFF (JPEG, BMP and WebP hold 8 bits); JPEG and BMP
 cannot hold alpha, WebP at most 16383 pixels a side: such outputs are refused before any work. EXIF
 orientation is applied to the pixels. The ICC colour profile and EXIF (Orientation then 1, the pixel size
-updated, no thumbnail) are kept in PNG, JPEG, WebP and TIFF outputs, the profile in --compare panels; a
-`note:` says when an output (BMP) cannot hold them. TIFFs are read in the colours their photometric
+updated, no thumbnail) are kept in PNG, JPEG, WebP and TIFF outputs, the profile in BMP outputs and
+--compare panels; a `note:` says when an output (BMP's EXIF) cannot hold them. TIFFs are read in the colours their photometric
 interpretation means (CMYK, palette, min-is-white, YCbCr and CIELab are converted); masks, raw sensor data
 and the like are refused by name. Large images run in
 tiles, so memory follows the tile size. Existing outputs are refused unless --overwrite. Files are written

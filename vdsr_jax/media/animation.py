@@ -61,6 +61,7 @@ class AnimationReader(FrameReader):
         except Exception as e:  # noqa: BLE001 - codecs raise many kinds for damaged files
             raise ImageError(f"{self.path}: damaged or unreadable image ({type(e).__name__}: {e})") from None
         layouts = []  # the channels of each frame as decoded
+        self.opaque = True
         for index in range(self.count):
             try:
                 pixels = self._decode(index)
@@ -69,6 +70,7 @@ class AnimationReader(FrameReader):
             except Exception as e:  # noqa: BLE001 - as above
                 raise ImageError(f"{self.path}: cannot decode frame {index + 1} ({type(e).__name__}: {e})") from None
             layouts.append(pixels.shape[-1])
+            self.opaque = self.opaque and is_opaque(pixels)
             if index == 0:
                 self.height, self.width = pixels.shape[:2]
         self.grey = all(channels <= 2 for channels in layouts)
@@ -117,6 +119,11 @@ class AnimationReader(FrameReader):
 
     def close(self):
         self.file.close()
+
+
+def is_opaque(pixels: np.ndarray) -> bool:
+    """Whether H×W×C pixels show nothing through: no alpha channel, or every alpha sample at its maximum."""
+    return pixels.shape[-1] not in (2, 4) or bool((pixels[..., -1] == np.iinfo(pixels.dtype).max).all())
 
 
 def _holds_grey(pixels: np.ndarray) -> bool:

@@ -18,7 +18,8 @@ from pathlib import Path
 from PIL import Image
 
 from vdsr_jax.errors import ImageError
-from vdsr_jax.media.animation import AnimationReader, FFmpegAnimationWriter, TiffPagesWriter, WebPAnimationWriter
+from vdsr_jax.media.animation import (AnimationReader, FFmpegAnimationWriter, TiffPagesWriter, WebPAnimationWriter,
+                                      is_opaque)
 from vdsr_jax.media.frames import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import atomic_output, kept_metadata, metadata_note, read_image_and_metadata
 from vdsr_jax.media.video import VideoReader, VideoWriter, codec_errors, pyav, reason
@@ -58,6 +59,7 @@ class StillReader(FrameReader):
         self.pixels, self.metadata = read_image_and_metadata(self.path)
         self.height, self.width, self.channels = self.pixels.shape
         self.grey = self.channels <= 2
+        self.opaque = is_opaque(self.pixels)
         self.count, self.rate, self.time_base = 1, None, Fraction(1, 1000)
         with Image.open(self.path) as im:
             self.loop, self.duration = im.info.get("loop"), im.info.get("duration")
@@ -119,8 +121,8 @@ def check_output(reader: FrameReader, target: Path) -> None:
         raise ImageError(f"{target}: a video is written as a video ({', '.join(VIDEO_SUFFIXES)})")
     if suffix not in VIDEO_SUFFIXES + ANIMATION_SUFFIXES:
         raise ImageError(f"{target}: cannot hold frames (use {', '.join(VIDEO_SUFFIXES + ANIMATION_SUFFIXES)})")
-    if suffix in VIDEO_SUFFIXES and reader.channels in (2, 4):
-        raise ImageError(f"{target}: the videos written here cannot hold the alpha channel of {reader.path}; "
+    if suffix in VIDEO_SUFFIXES and not reader.opaque:  # an alpha channel all opaque is left out
+        raise ImageError(f"{target}: the videos written here cannot hold the transparency of {reader.path}; "
                          "write .png, .webp, .gif or .tif")
 
 

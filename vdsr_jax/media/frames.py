@@ -39,6 +39,8 @@ class FrameReader(abc.ABC):
         3: colour, 4: colour + alpha): what every frame holds, or can be converted to without loss (a file
         whose frames differ gets the widest layout; frames may still come in their own, e.g. TIFF pages).
     grey: whether the frames are grey (1 channel, or grey + alpha).
+    opaque: whether no frame shows anything through: no alpha channel, or every alpha sample at its maximum
+        (animated WebP, which Pillow always reads with alpha, is often opaque).
     count: the number of frames the file declares; None where it declares none.
     rate: frames per second (a video's average or guessed rate); None for animations, whose frames carry
         durations.
@@ -60,6 +62,7 @@ class FrameReader(abc.ABC):
     width: int
     channels: int
     grey: bool
+    opaque: bool = True
     count: int | None
     rate: Fraction | None
     time_base: Fraction

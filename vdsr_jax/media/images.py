@@ -131,7 +131,7 @@ def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndar
                 if im.format in ("BMP", "GIF"):  # Pillow does not read their profiles
                     icc = (bmp if im.format == "BMP" else gif).read_icc_profile(data)
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, TIFF, WebP)") from None
+        raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, GIF, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {e}") from None
     except ImageError:

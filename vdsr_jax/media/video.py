@@ -443,7 +443,8 @@ class VideoWriter(FrameWriter):
 
     def write(self, pixels: np.ndarray, frame: Frame):
         pixels = to_8_bits(pixels)
-        rgb = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
+        # colour, an opaque alpha channel left out (`frame_files.check_output` refuses any other)
+        rgb = np.repeat(pixels[..., :1], 3, axis=-1) if pixels.shape[-1] <= 2 else pixels[..., :3]
         out = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if self.colour:
             out = out.reformat(format=self.pix_fmt, dst_colorspace=self.colour.get("colorspace"),
