@@ -52,7 +52,7 @@ class FrameReader(abc.ABC):
     colour: the colour description frames are decoded with (videos: FFmpeg's colorspace, color_range,
         color_primaries and color_trc numbers where the file gives them).
     metadata: the colour profile and EXIF of an image file (its first frame or page; `images.ImageMetadata`,
-        EXIF orientation applied to every frame); none for videos.
+        EXIF orientation applied to every frame); a video's profile (an MP4/MOV 'colr' box), no EXIF.
     decoded: how many frames have been decoded so far (for messages).
     """
 

@@ -45,7 +45,7 @@ def _blocks(data: bytes):
 
 def read_icc_profile(data: bytes) -> bytes | None:
     """The ICC profile of a GIF file's bytes (its first ICCRGBG1 application extension), or None."""
-    if data[:6] not in (b"GIF87a", b"GIF89a"):
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
         return None
     for pos, introducer, label in _blocks(data):
         if label == 0xFF and data[pos + 2:pos + 3 + len(_ICC_IDENTIFIER)] == bytes([11]) + _ICC_IDENTIFIER:
