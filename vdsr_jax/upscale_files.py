@@ -15,8 +15,8 @@ separate OUT folders. An OUT whose suffix is a misspelt format (`out.pnj`) is re
 
 Videos (.mp4, .mkv, .avi, .mov, .webm) and images of several frames (animated GIF, WebP and PNG, multi-page
 TIFF) are upscaled frame by frame as a stream (see vdsr_jax.media): frame count, each frame's timing, the
-loop count, a video's display matrix (applied to the pixels), sample aspect ratio, colour description and
-profile, an animation's EXIF orientation (applied to the pixels), profile and EXIF (GIF, MP4 and MOV hold the
+loop count, a video's display matrix (applied to the pixels), sample aspect ratio, colour description,
+profile, tags and chapters (where the output's container holds them), an animation's EXIF orientation (applied to the pixels), profile and EXIF (GIF, MP4 and MOV hold the
 profile only, the other videos neither: a `note:` says so) are kept; every other stream is copied (not
 re-encoded), converted (audio the container refuses; a `note:` line says so) or refused before the first
 frame. A GIF or APNG of one frame is written as a GIF or APNG. Video

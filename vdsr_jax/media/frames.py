@@ -53,6 +53,9 @@ class FrameReader(abc.ABC):
         color_primaries and color_trc numbers where the file gives them).
     metadata: the colour profile and EXIF of an image file (its first frame or page; `images.ImageMetadata`,
         EXIF orientation applied to every frame); a video's profile (an MP4/MOV 'colr' box), no EXIF.
+    tags, stream_tags, chapters: a video's container tags (FFmpeg's names: title, creation_time, location,
+        …; not those of how the file was written), its video stream's language and title, and its chapters
+        (PyAV's: id, start, end, time_base, metadata); empty for images.
     decoded: how many frames have been decoded so far (for messages).
     """
 
@@ -71,6 +74,9 @@ class FrameReader(abc.ABC):
     sample_aspect_ratio: Fraction | None = None
     colour: Mapping[str, int] = MappingProxyType({})
     metadata: ImageMetadata = NO_METADATA
+    tags: Mapping[str, str] = MappingProxyType({})
+    stream_tags: Mapping[str, str] = MappingProxyType({})
+    chapters: Sequence[dict] = ()
     decoded: int = 0
 
     @abc.abstractmethod

@@ -17,7 +17,9 @@ packets carrying its duration, so the last frame keeps its own; no stream is shi
 (a copied audio stream's priming samples before 0 stay there, where the container takes it).
 The sample aspect ratio and the colour description (colorspace, range, primaries, transfer) are kept: YUV
 output is converted from RGB with the source's matrix and range and tagged with all four. The source's ICC
-profile goes into MP4 and MOV outputs as a 'colr' box (`mp4`); the other containers have no place for one. Every other stream
+profile goes into MP4 and MOV outputs as a 'colr' box (`mp4`); the other containers have no place for one.
+The container's tags (title, creation time, place, …; not those of how it was written) and chapters, and the
+video stream's language and title, are kept where the output's muxer writes them (`plan_metadata`). Every other stream
 of the source is decided on before the first frame, by asking FFmpeg's muxer to take a packet of it (a
 header and one packet, in memory): copied as it is; audio the muxer refuses is converted to the muxer's
 default audio codec (said in a note); anything else refused is an ImageError naming the stream.
@@ -40,6 +42,11 @@ from vdsr_jax.media import mp4
 from vdsr_jax.media.images import NO_METADATA, ImageMetadata, orient, to_8_bits
 
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
+# Container tags that say how the source file was written (its brands, the program that wrote it), not what it
+# holds: the output's muxer writes its own.
+_WRITING_TAGS = ("major_brand", "minor_version", "compatible_brands", "encoder", "software")
+# The video stream's tags that describe its content (the others describe its encoding: handler, statistics).
+_STREAM_TAGS = ("language", "title")
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
 # The CRF each encoder takes: libvpx-vp9's FFmpeg option range, x264's for 8-bit samples (FFmpeg's libx264
 # option takes any number; x264 fails below 0 and clamps above 51). PyAV does not expose option ranges.
@@ -164,7 +171,14 @@ class VideoReader(FrameReader):
         except BaseException:
             self.container.close()
             raise
-        self.streams = [s for s in self.container.streams if s.index != self.stream.index]
+        # a stream FFmpeg's demuxer discards is no stream of the file's content: an MP4/MOV chapter track, read
+        # as the chapters
+        self.streams = [s for s in self.container.streams
+                        if s.index != self.stream.index and s.discard != av.stream.Discard.all]
+        self.tags = {k: v for k, v in self.container.metadata.items() if k.lower() not in _WRITING_TAGS}
+        self.stream_tags = {k: v for k, v in self.stream.metadata.items()
+                            if k.lower() in _STREAM_TAGS and (k.lower(), v) != ("language", "und")}  # undetermined
+        self.chapters = self.container.chapters()
         self.grey = components == 1 and not pixel_format.has_palette
         self.channels = 1 if self.grey else 3
         self.height, self.width = context.height, context.width
@@ -345,10 +359,6 @@ def plan_streams(av, reader, muxer: str, suffix: str) -> tuple[list, list[str]]:
     samples = _first_packets(reader) if reader.streams else {}
     plan, notes = [], []
     for stream in reader.streams:
-        if stream.type not in ("audio", "video", "subtitle") and int(av.__version__.split(".")[0]) < 18:
-            # (PyAV 14 crashes copying a data stream from a template; 18 copies data and attachments)
-            raise ImageError(f"{reader.path}: its {describe(stream)} cannot be copied by PyAV {av.__version__} "
-                             "(PyAV 18 can); remove the stream first")
         refusal = _refusal(av, muxer, lambda c, s=stream: c.add_stream_from_template(s), samples.get(stream.index))
         if refusal is None:
             plan.append((stream, None))
@@ -368,6 +378,39 @@ def plan_streams(av, reader, muxer: str, suffix: str) -> tuple[list, list[str]]:
         raise ImageError(f"{reader.path}: its {describe(stream)} cannot go into {suffix} ({refusal}); "
                          "write a container that takes it, or remove the stream first")
     return plan, notes
+
+
+def plan_metadata(av, reader, muxer: str, suffix: str) -> list[str]:
+    """Notes on what of the reader's tags and chapters a `muxer` file does not keep, as FFmpeg reads back a
+    file of one 16×16 frame written in memory with all of them: Matroska and WebM keep any tag, MP4 and MOV
+    the ones FFmpeg's muxer maps to their own places (title, artist, comment, creation time, place, …; not a
+    phone's QuickTime keys such as com.apple.quicktime.make), AVI a few (title, artist, comment, …), and AVI
+    no chapters."""
+    if not reader.tags and not reader.stream_tags and not reader.chapters:
+        return []
+    codec, pix_fmt, codec_options = video_codec(suffix, 16, 16, None, False)
+    buffer = io.BytesIO()
+    with ffmpeg_says(av), av.open(buffer, "w", format=muxer) as probe:
+        probe.metadata.update(reader.tags)
+        probe.set_chapters(reader.chapters)
+        stream = probe.add_stream(codec, rate=25, options=codec_options)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, pix_fmt
+        stream.metadata.update(reader.stream_tags)
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24").reformat(format=pix_fmt)
+        probe.mux(stream.encode(frame))
+        probe.mux(stream.encode(None))
+    with av.open(io.BytesIO(buffer.getvalue())) as written:
+        kept, chapters = {key.lower() for key in written.metadata}, written.chapters()
+        kept_in_stream = {key.lower() for key in written.streams.video[0].metadata}
+    notes = []
+    lost = [key for key in reader.tags if key.lower() not in kept]
+    lost += [f"{key} (video stream)" for key in reader.stream_tags if key.lower() not in kept_in_stream]
+    if lost:
+        notes.append(f"{reader.path}: tags not kept in {suffix}, which FFmpeg's {muxer} muxer does not write: "
+                     f"{', '.join(lost)}")
+    if reader.chapters and not chapters:
+        notes.append(f"{reader.path}: its {len(reader.chapters)} chapters are not kept in {suffix} (it holds none)")
+    return notes
 
 
 def _audio_stream(av, container, codec: str, source):
@@ -394,10 +437,15 @@ class VideoWriter(FrameWriter):
         self.tmp, self.metadata = tmp, metadata
         muxer = _MUXERS[suffix]
         plan, notes = plan_streams(av, reader, muxer, suffix)
+        notes += plan_metadata(av, reader, muxer, suffix)
         self.container = self.av.open(str(tmp), "w", format=muxer, options={"avoid_negative_ts": "disabled"})
         try:
+            self.container.metadata.update(reader.tags)
+            if reader.chapters:
+                self.container.set_chapters(reader.chapters)
             codec, self.pix_fmt, options = video_codec(suffix, height, width, crf, lossless)
             self.stream = self.container.add_stream(codec, rate=reader.rate or Fraction(25), options=options)
+            self.stream.metadata.update(reader.stream_tags)
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, self.pix_fmt
             context = self.stream.codec_context
             self.time_base = output_time_base(muxer, reader)
