@@ -128,8 +128,10 @@ def test_files_that_are_not_images_of_8_or_16_bits_are_refused(tmp_path):
     frames = [Image.new("L", (4, 4), v) for v in (0, 255)]
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     (tmp_path / "a.gif").write_bytes(buffer.getvalue())
+    (tmp_path / "cut.gif").write_bytes(buffer.getvalue()[:20])  # a GIF whose header Pillow cannot read
     for name, message in [("f.tif", "float32 samples are not supported"), ("t.png", "not an image file"),
-                          ("a.gif", "holds 2 frames"), ("absent.png", "no such file")]:
+                          ("a.gif", "holds 2 frames"), ("absent.png", "no such file"),
+                          ("cut.gif", "damaged or unreadable image")]:
         with pytest.raises(ImageError, match=message):
             image_files.read_image(tmp_path / name)
     with pytest.raises(ImageError, match="not a file"):
@@ -642,6 +644,35 @@ def bmp_with_v5_profile(image: Image.Image, profile: bytes) -> bytes:
     header[116:120] = len(profile).to_bytes(4, "little")
     size, pixels_at = len(old) + 84 + len(profile), int.from_bytes(old[10:14], "little") + 84
     return b"BM" + size.to_bytes(4, "little") + bytes(4) + pixels_at.to_bytes(4, "little") + header + old[54:] + profile
+
+
+def test_a_damaged_profile_is_noted_and_not_written(tmp_path):
+    """Profile bytes that are no whole ICC profile (ICC.1:2022, 7.2: the header's size field, bytes 0-3, is the
+    profile's length; bytes 36-39 are "acsp") are not written into any output, and the note says why: a size
+    that is not the length (a profile cut short, or one whose header was damaged) and no header at all."""
+    whole = adobe_rgb_profile()
+    wrong_size = (len(whole) + 1000).to_bytes(4, "big") + whole[4:]
+    cases = [(wrong_size, f"damaged: its header gives {len(whole) + 1000} bytes, the file {len(whole)}"),
+             (whole[:100], "damaged: no ICC profile header"), (b"X" * len(whole), "damaged: no ICC profile header")]
+    for icc, why in cases:
+        metadata = image_files.ImageMetadata(icc, None)
+        for fmt, suffix in [("PNG", "png"), ("JPEG", "jpg"), ("BMP", "bmp"), ("TIFF", "tif")]:
+            assert image_files.metadata_note(tmp_path / f"x.{suffix}", metadata, 3) == \
+                f"{tmp_path / f'x.{suffix}'}: the colour profile of the input not kept ({why})"
+            data = image_files.encode_image(pixels(3, np.uint8), fmt, metadata)
+            assert image_files.decode_image_and_metadata(data)[1].icc_profile is None
+    assert image_files.metadata_note(tmp_path / "x.png", image_files.ImageMetadata(whole, None), 3) is None
+
+
+def test_a_bmp_profile_cut_short_by_the_end_of_the_file_is_noted(tmp_path):
+    """A BMP whose V5 header places the profile partly past the end of the file: read as far as it goes, so
+    that the note says the profile is damaged, not dropped in silence."""
+    image = Image.fromarray(pixels(3, np.uint8))
+    data = bmp_with_v5_profile(image, adobe_rgb_profile())[:-200]
+    _, metadata = image_files.decode_image_and_metadata(data)
+    assert metadata.icc_profile == adobe_rgb_profile()[:-200]
+    assert "colour profile of the input not kept (damaged: its header gives" in \
+        image_files.metadata_note(tmp_path / "x.png", metadata, 3)
 
 
 def test_a_bmp_profile_is_read(tmp_path):

@@ -212,6 +212,31 @@ def test_batch_goes_past_bad_files_and_lists_them(tmp_path, tiny, bad_files):
 
 
 @pytest.mark.slow
+def test_damaged_metadata_gives_notes_not_library_warnings(tmp_path, tiny):
+    """A PNG whose iCCP chunk holds 10 bytes (libpng warns "iCCP: too short" through imagecodecs' logger) and a
+    JPEG whose EXIF IFD0 points a tag past its end (Pillow warns "Tag data larger than file"): both are
+    upscaled; stderr holds the one note on the profile (a damaged profile is not written) and no library
+    warning."""
+    image = Image.fromarray(picture(12, 10, 3))
+    image.save(tmp_path / "a.png")
+    png = (tmp_path / "a.png").read_bytes()
+    body = b"ICC profile\0\0" + zlib.compress(b"x" * 10)  # name, compression method 0 (PNG 11.3.2.3)
+    chunk = len(body).to_bytes(4, "big") + b"iCCP" + body + zlib.crc32(b"iCCP" + body).to_bytes(4, "big")
+    (tmp_path / "short_profile.png").write_bytes(png[:33] + chunk + png[33:])  # after the signature and IHDR
+    # EXIF (TIFF structure, little-endian): IFD0 at 8 with one entry, Make (0x010F, ASCII) of 100 bytes at 5000
+    ifd = (1).to_bytes(2, "little") + bytes.fromhex("0f01 0200") + (100).to_bytes(4, "little") + \
+        (5000).to_bytes(4, "little") + bytes(4)
+    image.save(tmp_path / "bad_exif.jpg", exif=b"Exif\0\0II*\0" + (8).to_bytes(4, "little") + ifd)
+    out = tmp_path / "out"
+    status, _, lines = run_cli("upscale_files", tmp_path / "short_profile.png", tmp_path / "bad_exif.jpg",
+                               "--checkpoint", tiny[0], "--scale", "2", "-o", out)
+    assert status == 0 and sorted(p.name for p in out.iterdir()) == ["bad_exif_x2.jpg", "short_profile_x2.png"]
+    messages = [line for line in lines if "it/s]" not in line and "s/it]" not in line]  # (progress bars)
+    assert messages == [f"note: {out / 'short_profile_x2.png'}: the colour profile of the input not kept "
+                        "(damaged: no ICC profile header)"], messages
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", ["0", "0.5", "nan", "17", "two"])
 def test_bad_scale(tmp_path, tiny, bad_files, scale):
     status, _, lines = run_cli("upscale_files", bad_files["good"], "--checkpoint", tiny[0], "--scale", scale, "-o",

@@ -1205,6 +1205,33 @@ def test_tags_and_chapters_avi_cannot_hold_are_noted(tmp_path, tiny, capsys):
         {k: TAGS[k] for k in ("title", "artist", "comment")} and out_chapters == []
 
 
+@pytest.mark.parametrize("target", ["out.mkv", "out.mp4", "out.webm", "out.avi"])
+def test_the_language_and_title_of_other_streams_are_kept(tmp_path, tiny, capsys, target):
+    """An audio stream in French titled "Commentary", copied (MKV, MP4, AVI) or converted (WebM: Opus): FFmpeg
+    reads the same language and title from the output (its MP4 reader calls a track's title "name"); AVI,
+    which stores a stream's title but no language, gets a note naming the language, before the work."""
+    source = write_clip(tmp_path / "in.mkv", fmt="matroska")
+    with av.open(str(source)) as c:  # the same clip, its audio stream tagged (remuxed by FFmpeg as it is)
+        with av.open(str(tmp_path / "tagged.mkv"), "w", format="matroska") as out:
+            copies = {s.index: out.add_stream_from_template(s) for s in c.streams}
+            copies[1].metadata.update({"language": "fra", "title": "Commentary"})
+            for packet in c.demux():
+                if packet.dts is not None:
+                    packet.stream = copies[packet.stream.index]
+                    out.mux(packet)
+    capsys.readouterr()
+    assert run(tiny, tmp_path / "tagged.mkv", tmp_path / target) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "tags not kept" in line]
+    with av.open(str(tmp_path / target)) as c:
+        tags = {("title" if k == "name" else k): v for k, v in c.streams.audio[0].metadata.items()}
+    assert tags.get("title") == "Commentary"
+    if target == "out.avi":
+        assert notes == [f"note: {tmp_path / 'tagged.mkv'}: tags not kept in .avi, which FFmpeg's avi muxer does "
+                         "not write: language (audio stream 1 (aac))"]
+    else:
+        assert notes == [] and tags.get("language") == "fra"
+
+
 def test_a_second_video_stream_is_copied_with_a_note(tmp_path, tiny, capsys):
     """Only the first video stream is upscaled; a second one (another camera angle) is copied as it is, and a
     note says so."""

@@ -28,12 +28,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def quiet_logging() -> None:
-    """Keep stderr for errors: orbax logs routine warnings through absl, TFDS and JAX log at INFO."""
+    """Keep stderr for errors and notes: orbax logs routine warnings through absl, TFDS and JAX log at INFO;
+    libpng (through imagecodecs) and Pillow warn of damaged metadata that is then left out (a profile with a
+    `note:`) or read as far as it goes (EXIF)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("jax").setLevel(logging.ERROR)
     logging.getLogger("tensorflow_datasets").setLevel(logging.ERROR)
+    logging.getLogger("imagecodecs").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="orbax")
+    warnings.filterwarnings("ignore", category=UserWarning, module="PIL.TiffImagePlugin")  # EXIF is TIFF
     try:
         from absl import logging as absl_logging
 

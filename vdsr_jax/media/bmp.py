@@ -16,7 +16,8 @@ _LCS_GM_IMAGES = 4  # rendering intent: perceptual, for photographs
 
 
 def read_icc_profile(data: bytes) -> bytes | None:
-    """The embedded ICC profile of a BMP file's bytes, or None (other headers, other colour space types)."""
+    """The embedded ICC profile of a BMP file's bytes, or None (other headers, other colour space types). A
+    profile cut short by the end of the file comes as far as it goes (`images.profile_damage` then says so)."""
     if data[:2] != b"BM" or len(data) < _FILE_HEADER + _V5_HEADER:
         return None
     header = _FILE_HEADER
@@ -25,8 +26,7 @@ def read_icc_profile(data: bytes) -> bytes | None:
     if size < _V5_HEADER or colour_space != _PROFILE_EMBEDDED:
         return None
     offset, length = struct.unpack_from("<II", data, header + 112)
-    profile = data[header + offset:header + offset + length]
-    return profile if length and len(profile) == length else None
+    return data[header + offset:header + offset + length] or None
 
 
 def with_icc_profile(bmp: bytes, icc: bytes) -> bytes:

@@ -113,6 +113,10 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return decode_image_and_metadata(data, name)[0]
 
 
+# How the files of the formats Pillow reads here start: PNG, JPEG, BMP, GIF, WebP (RIFF, then WEBP at byte 8).
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a", b"RIFF")
+
+
 def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndarray, ImageMetadata]:
     """`read_image_and_metadata` for the bytes of a file; `name` is used in error messages."""
     if data[:4] in TIFF_SIGNATURES:
@@ -131,6 +135,8 @@ def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndar
                 if im.format in ("BMP", "GIF"):  # Pillow does not read their profiles
                     icc = (bmp if im.format == "BMP" else gif).read_icc_profile(data)
     except UnidentifiedImageError:
+        if data.startswith(_SIGNATURES) and (data[:4] != b"RIFF" or data[8:12] == b"WEBP"):  # but unopenable
+            raise ImageError(f"{name}: damaged or unreadable image (its header cannot be read)") from None
         raise ImageError(f"{name}: not an image file (PNG, JPEG, BMP, GIF, TIFF, WebP)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {e}") from None
@@ -142,9 +148,20 @@ def decode_image_and_metadata(data: bytes, name: str = "image") -> tuple[np.ndar
 
 
 def profile_for(icc: bytes | None, channels: int) -> bytes | None:
-    """`icc` where its colour space (ICC.1 header, bytes 16-19) is that of pixels of `channels` channels
-    (GRAY for 1-2, RGB for 3-4), else None."""
-    return icc if icc and icc[16:20] == (b"GRAY" if channels <= 2 else b"RGB ") else None
+    """`icc` where it is a whole ICC profile (`profile_damage`) whose colour space (ICC.1 header, bytes 16-19)
+    is that of pixels of `channels` channels (GRAY for 1-2, RGB for 3-4), else None."""
+    if not icc or profile_damage(icc):
+        return None
+    return icc if icc[16:20] == (b"GRAY" if channels <= 2 else b"RGB ") else None
+
+
+def profile_damage(icc: bytes) -> str | None:
+    """Why bytes said to be an ICC profile are none, or None: ICC.1:2022, 7.2, a profile starts with a 128-byte
+    header that gives its size in bytes (bytes 0-3, big-endian) and the signature "acsp" (bytes 36-39)."""
+    if len(icc) < 128 or icc[36:40] != b"acsp":
+        return "damaged: no ICC profile header"
+    size = int.from_bytes(icc[:4], "big")
+    return None if size == len(icc) else f"damaged: its header gives {size} bytes, the file {len(icc)}"
 
 
 def _refuse_frames(frames: int, name: str) -> None:
@@ -529,6 +546,8 @@ def _not_kept(fmt: str, metadata: ImageMetadata, channels: int) -> dict[str, str
     reasons, icc = {}, metadata.icc_profile
     if icc and fmt not in PROFILE_FORMATS:
         reasons["colour profile"] = f"{fmt} holds none"
+    elif icc and profile_damage(icc):
+        reasons["colour profile"] = profile_damage(icc)
     elif icc and fmt in RGB_FORMATS and not profile_for(icc, 3):
         reasons["colour profile"] = f"{fmt} holds RGB profiles only"
     elif icc and fmt not in RGB_FORMATS and not profile_for(icc, channels):

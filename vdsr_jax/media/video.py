@@ -47,6 +47,19 @@ _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".we
 _WRITING_TAGS = ("major_brand", "minor_version", "compatible_brands", "encoder", "software")
 # The video stream's tags that describe its content (the others describe its encoding: handler, statistics).
 _STREAM_TAGS = ("language", "title")
+
+
+def _stream_tag(key: str) -> str:
+    """A stream tag's name as `content_tags` gives it: lowercase; FFmpeg's MP4/MOV reader calls a track's title
+    (which its muxer writes from "title") "name"."""
+    key = key.lower()
+    return "title" if key == "name" else key
+
+
+def content_tags(stream) -> dict[str, str]:
+    """A stream's language and title (PyAV stream metadata), without FFmpeg's "und" (undetermined) language."""
+    tags = {_stream_tag(k): v for k, v in stream.metadata.items()}
+    return {k: v for k, v in tags.items() if k in _STREAM_TAGS and (k, v) != ("language", "und")}
 DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
 # The CRF each encoder takes: libvpx-vp9's FFmpeg option range, x264's for 8-bit samples (FFmpeg's libx264
 # option takes any number; x264 fails below 0 and clamps above 51). PyAV does not expose option ranges.
@@ -176,8 +189,7 @@ class VideoReader(FrameReader):
         self.streams = [s for s in self.container.streams
                         if s.index != self.stream.index and s.discard != av.stream.Discard.all]
         self.tags = {k: v for k, v in self.container.metadata.items() if k.lower() not in _WRITING_TAGS}
-        self.stream_tags = {k: v for k, v in self.stream.metadata.items()
-                            if k.lower() in _STREAM_TAGS and (k.lower(), v) != ("language", "und")}  # undetermined
+        self.stream_tags = content_tags(self.stream)
         self.chapters = self.container.chapters()
         self.grey = components == 1 and not pixel_format.has_palette
         self.channels = 1 if self.grey else 3
@@ -382,29 +394,37 @@ def plan_streams(av, reader, muxer: str, suffix: str) -> tuple[list, list[str]]:
 
 def plan_metadata(av, reader, muxer: str, suffix: str) -> list[str]:
     """Notes on what of the reader's tags and chapters a `muxer` file does not keep, as FFmpeg reads back a
-    file of one 16×16 frame written in memory with all of them: Matroska and WebM keep any tag, MP4 and MOV
-    the ones FFmpeg's muxer maps to their own places (title, artist, comment, creation time, place, …; not a
-    phone's QuickTime keys such as com.apple.quicktime.make), AVI a few (title, artist, comment, …), and AVI
-    no chapters."""
-    if not reader.tags and not reader.stream_tags and not reader.chapters:
+    file written in memory with all of them (one 16×16 frame in a video stream for each of the reader's
+    streams with tags, carrying that stream's): Matroska and WebM keep any tag, MP4 and MOV the ones FFmpeg's
+    muxer maps to their own places (title, artist, comment, creation time, place, …; not a phone's QuickTime
+    keys such as com.apple.quicktime.make; a language only where QuickTime has a code for it), AVI a few
+    (title, artist, comment, …), and AVI no chapters."""
+    others = {describe(s): content_tags(s) for s in reader.streams}
+    streams = {"video stream": reader.stream_tags, **{name: tags for name, tags in others.items() if tags}}
+    if not reader.tags and not any(streams.values()) and not reader.chapters:
         return []
     codec, pix_fmt, codec_options = video_codec(suffix, 16, 16, None, False)
+    frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24").reformat(format=pix_fmt)
     buffer = io.BytesIO()
     with ffmpeg_says(av), av.open(buffer, "w", format=muxer) as probe:
         probe.metadata.update(reader.tags)
         probe.set_chapters(reader.chapters)
-        stream = probe.add_stream(codec, rate=25, options=codec_options)
-        stream.width, stream.height, stream.pix_fmt = 16, 16, pix_fmt
-        stream.metadata.update(reader.stream_tags)
-        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24").reformat(format=pix_fmt)
-        probe.mux(stream.encode(frame))
-        probe.mux(stream.encode(None))
+        probes = []
+        for tags in streams.values():
+            stream = probe.add_stream(codec, rate=25, options=codec_options)
+            stream.width, stream.height, stream.pix_fmt = 16, 16, pix_fmt
+            stream.metadata.update(tags)
+            probes.append(stream)
+        for stream in probes:
+            probe.mux(stream.encode(frame))
+            probe.mux(stream.encode(None))
     with av.open(io.BytesIO(buffer.getvalue())) as written:
         kept, chapters = {key.lower() for key in written.metadata}, written.chapters()
-        kept_in_stream = {key.lower() for key in written.streams.video[0].metadata}
-    notes = []
+        kept_in = [{_stream_tag(key): value for key, value in s.metadata.items()} for s in written.streams.video]
     lost = [key for key in reader.tags if key.lower() not in kept]
-    lost += [f"{key} (video stream)" for key in reader.stream_tags if key.lower() not in kept_in_stream]
+    lost += [f"{key} ({name})" for (name, tags), read in zip(streams.items(), kept_in, strict=True)
+             for key, value in tags.items() if read.get(key) != value]
+    notes = []
     if lost:
         notes.append(f"{reader.path}: tags not kept in {suffix}, which FFmpeg's {muxer} muxer does not write: "
                      f"{', '.join(lost)}")
@@ -460,9 +480,11 @@ class VideoWriter(FrameWriter):
             self.copies, self.converts = {}, {}
             for stream, convert_to in plan:
                 if convert_to is None:
-                    self.copies[stream.index] = self.container.add_stream_from_template(stream)
+                    out = self.copies[stream.index] = self.container.add_stream_from_template(stream)
                 else:
-                    self.converts[stream.index] = (stream, _audio_stream(av, self.container, convert_to, stream))
+                    out = _audio_stream(av, self.container, convert_to, stream)
+                    self.converts[stream.index] = (stream, out)
+                out.metadata.update(content_tags(stream))
         except BaseException:
             self.abort()
             raise
