@@ -20,8 +20,8 @@ from vdsr_jax.errors import ImageError
 from vdsr_jax.media import gif
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import (EXIF_ORIENTATION, NO_METADATA, PIL_MODES, ImageMetadata, channels_last,
-                                   exif_for, exif_tags_for, insert_bytes, link_exif_ifds, orient, picture_exif, pillow_image,
-                                   pillow_pixels, png_metadata_chunks, tiff_exif,
+                                   exif_for, exif_tags_for, insert_bytes, link_exif_ifds, orient, picture_exif,
+                                   pillow_image, pillow_pixels, png_metadata_chunks, tiff_exif,
                                    tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits)
 
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds

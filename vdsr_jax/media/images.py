@@ -586,8 +586,9 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_META
 
     `metadata` (see `kept_metadata` for what a format keeps) is written as PNG iCCP and eXIf chunks, JPEG
     APP2 ICC_PROFILE and APP1 Exif segments, WebP ICCP and EXIF chunks, TIFF InterColorProfile (34675) and
-    IFD0 picture tags with Exif and GPS IFDs, a BMP profile in a BITMAPV5HEADER (`bmp`); its EXIF with Orientation 1 and PixelXDimension/
-    PixelYDimension, where present, giving the pixels' size. The pixels are written as without it."""
+    IFD0 picture tags with Exif and GPS IFDs, a BMP profile in a BITMAPV5HEADER (`bmp`); its EXIF with
+    Orientation 1 and PixelXDimension/PixelYDimension, where present, giving the pixels' size. The pixels are
+    written as without it."""
     pixels = np.ascontiguousarray(pixels)  # the encoders take C-ordered buffers only (a transposed view fails)
     channels = pixels.shape[-1]
     _check_encodable(fmt, *pixels.shape, name=f"a {fmt} file")

@@ -18,11 +18,11 @@ packets carrying its duration, so the last frame keeps its own; no stream is shi
 The sample aspect ratio and the colour description (colorspace, range, primaries, transfer) are kept: YUV
 output is converted from RGB with the source's matrix and range and tagged with all four. The source's ICC
 profile goes into MP4 and MOV outputs as a 'colr' box (`mp4`); the other containers have no place for one.
-The container's tags (title, creation time, place, …; not those of how it was written) and chapters, and the
-video stream's language and title, are kept where the output's muxer writes them (`plan_metadata`). Every other stream
-of the source is decided on before the first frame, by asking FFmpeg's muxer to take a packet of it (a
-header and one packet, in memory): copied as it is; audio the muxer refuses is converted to the muxer's
-default audio codec (said in a note); anything else refused is an ImageError naming the stream.
+The container's tags (title, creation time, place, …; not those of how it was written) and chapters, and
+each stream's language and title, are kept where the output's muxer writes them (`plan_metadata`). Every
+other stream of the source is decided on before the first frame, by asking FFmpeg's muxer to take a packet
+of it (a header and one packet, in memory): copied as it is; audio the muxer refuses is converted to the
+muxer's default audio codec (said in a note); anything else refused is an ImageError naming the stream.
 
 PyAV is imported when a video is opened or a writer made (`pyav`), not with this module.
 """
@@ -37,16 +37,24 @@ from pathlib import Path
 import numpy as np
 
 from vdsr_jax.errors import ConfigError, ImageError, MissingDependency
-from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media import mp4
+from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import NO_METADATA, ImageMetadata, orient, to_8_bits
 
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
 # Container tags that say how the source file was written (its brands, the program that wrote it), not what it
 # holds: the output's muxer writes its own.
 _WRITING_TAGS = ("major_brand", "minor_version", "compatible_brands", "encoder", "software")
-# The video stream's tags that describe its content (the others describe its encoding: handler, statistics).
+# A stream's tags that describe its content (the others describe its encoding: handler, statistics).
 _STREAM_TAGS = ("language", "title")
+
+DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
+# The CRF each encoder takes: libvpx-vp9's FFmpeg option range, x264's for 8-bit samples (FFmpeg's libx264
+# option takes any number; x264 fails below 0 and clamps above 51). PyAV does not expose option ranges.
+CRF_RANGE = {"libx264": (0, 51), "libvpx-vp9": (0, 63)}
+# FFmpeg's colour description fields, each with the values that say nothing (unspecified, reserved; a
+# colorspace of 0 is RGB itself, which a YUV output cannot be tagged with): libavutil/pixfmt.h
+UNSPECIFIED_COLOUR = {"colorspace": (0, 2), "color_range": (0,), "color_primaries": (0, 2), "color_trc": (0, 2)}
 
 
 def _stream_tag(key: str) -> str:
@@ -60,13 +68,6 @@ def content_tags(stream) -> dict[str, str]:
     """A stream's language and title (PyAV stream metadata), without FFmpeg's "und" (undetermined) language."""
     tags = {_stream_tag(k): v for k, v in stream.metadata.items()}
     return {k: v for k, v in tags.items() if k in _STREAM_TAGS and (k, v) != ("language", "und")}
-DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 31}
-# The CRF each encoder takes: libvpx-vp9's FFmpeg option range, x264's for 8-bit samples (FFmpeg's libx264
-# option takes any number; x264 fails below 0 and clamps above 51). PyAV does not expose option ranges.
-CRF_RANGE = {"libx264": (0, 51), "libvpx-vp9": (0, 63)}
-# FFmpeg's colour description fields, each with the values that say nothing (unspecified, reserved; a
-# colorspace of 0 is RGB itself, which a YUV output cannot be tagged with): libavutil/pixfmt.h
-UNSPECIFIED_COLOUR = {"colorspace": (0, 2), "color_range": (0,), "color_primaries": (0, 2), "color_trc": (0, 2)}
 
 
 def pyav(path, what: str):
