@@ -665,14 +665,18 @@ def test_a_damaged_profile_is_noted_and_not_written(tmp_path):
 
 
 def test_a_bmp_profile_cut_short_by_the_end_of_the_file_is_noted(tmp_path):
-    """A BMP whose V5 header places the profile partly past the end of the file: read as far as it goes, so
-    that the note says the profile is damaged, not dropped in silence."""
+    """A BMP whose V5 header places the profile partly, or wholly, past the end of the file: read as far as it
+    goes, so that the note says the profile is damaged, not dropped in silence."""
     image = Image.fromarray(pixels(3, np.uint8))
     data = bmp_with_v5_profile(image, adobe_rgb_profile())[:-200]
     _, metadata = image_files.decode_image_and_metadata(data)
     assert metadata.icc_profile == adobe_rgb_profile()[:-200]
     assert "colour profile of the input not kept (damaged: its header gives" in \
         image_files.metadata_note(tmp_path / "x.png", metadata, 3)
+    beyond = bmp_with_v5_profile(image, adobe_rgb_profile())[:-len(adobe_rgb_profile())]  # none of it is there
+    _, metadata = image_files.decode_image_and_metadata(beyond)
+    assert image_files.metadata_note(tmp_path / "x.png", metadata, 3) == \
+        f"{tmp_path / 'x.png'}: the colour profile of the input not kept (damaged: no ICC profile header)"
 
 
 def test_a_bmp_profile_is_read(tmp_path):

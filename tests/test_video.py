@@ -783,6 +783,15 @@ def test_an_rgb_profile_of_grey_frames_is_kept_where_the_output_stores_rgb_and_n
         assert im.mode == "L" and "icc_profile" not in im.info
 
 
+def test_an_empty_gif_profile_is_noted_as_damaged(tmp_path):
+    """An ICCRGBG1 extension with no data: the GIF says it has a profile and holds none, so the note says
+    the profile is damaged (ICC.1:2022, 7.2: no 128-byte header)."""
+    source = gif_with_profile(tmp_path / "one.gif", list(moving_shapes(1)), b"")
+    metadata = media.read_image_and_metadata(source)[1]
+    assert media.metadata_note(tmp_path / "x.png", metadata, 3) == \
+        f"{tmp_path / 'x.png'}: the colour profile of the input not kept (damaged: no ICC profile header)"
+
+
 def ffmpeg_profiles(path):
     """(the ICC profile FFmpeg attaches to each decoded frame of the first video stream, the frames as RGB)."""
     profiles, pixels = [], []
@@ -1112,10 +1121,10 @@ def timecoded_mov(path):
 
 
 @pytest.mark.parametrize("make,target,fragment", [
-    (subtitled_mkv, "out.mp4", "its subtitle stream 1 (srt) cannot go into .mp4"),
-    (subtitled_mkv, "out.webm", "its subtitle stream 1 (srt) cannot go into .webm"),
-    (timecoded_mov, "out.mkv", "its data stream 1 (TimeCodeHandler) cannot go into .mkv"),
-    (with_attachment, "out.mp4", "its attachment stream 1 (font.ttf) cannot "),
+    pytest.param(subtitled_mkv, "out.mp4", "its subtitle stream 1 (srt) cannot go into .mp4", id="subtitles-mp4"),
+    pytest.param(subtitled_mkv, "out.webm", "its subtitle stream 1 (srt) cannot go into .webm", id="subtitles-webm"),
+    pytest.param(timecoded_mov, "out.mkv", "its data stream 1 (TimeCodeHandler) cannot go into .mkv", id="timecode"),
+    pytest.param(with_attachment, "out.mp4", "its attachment stream 1 (font.ttf) cannot go into .mp4", id="font"),
 ])
 def test_streams_the_container_cannot_take_are_refused_before_work(tmp_path, tiny, capsys, monkeypatch, make,
                                                                    target, fragment):

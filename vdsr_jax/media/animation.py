@@ -83,8 +83,8 @@ class AnimationReader(FrameReader):
         try:
             if self.tiff:
                 with open(self.path, "rb") as file:
-                    return ImageMetadata(self.icc or None, picture_exif(tiff_exif(file, self.file.pages[0])))
-            return ImageMetadata(self.icc or None, picture_exif(self.exif))
+                    return ImageMetadata(self.icc, picture_exif(tiff_exif(file, self.file.pages[0])))
+            return ImageMetadata(self.icc, picture_exif(self.exif))
         except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for damaged EXIF
             raise ImageError(f"{self.path}: damaged EXIF ({type(e).__name__}: {e})") from None
 

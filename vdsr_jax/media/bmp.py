@@ -17,7 +17,8 @@ _LCS_GM_IMAGES = 4  # rendering intent: perceptual, for photographs
 
 def read_icc_profile(data: bytes) -> bytes | None:
     """The embedded ICC profile of a BMP file's bytes, or None (other headers, other colour space types). A
-    profile cut short by the end of the file comes as far as it goes (`images.profile_damage` then says so)."""
+    profile cut short by the end of the file comes as far as it goes, even empty (`images.profile_damage` then
+    says so)."""
     if data[:2] != b"BM" or len(data) < _FILE_HEADER + _V5_HEADER:
         return None
     header = _FILE_HEADER
@@ -26,7 +27,7 @@ def read_icc_profile(data: bytes) -> bytes | None:
     if size < _V5_HEADER or colour_space != _PROFILE_EMBEDDED:
         return None
     offset, length = struct.unpack_from("<II", data, header + 112)
-    return data[header + offset:header + offset + length] or None
+    return data[header + offset:header + offset + length]
 
 
 def with_icc_profile(bmp: bytes, icc: bytes) -> bytes:

@@ -53,7 +53,7 @@ def read_icc_profile(data: bytes) -> bytes | None:
             while at < len(data) and data[at]:
                 profile += data[at + 1:at + 1 + data[at]]
                 at += 1 + data[at]
-            return bytes(profile) or None
+            return bytes(profile)  # (empty where the extension holds none: `images.profile_damage`)
     return None
 
 

@@ -71,9 +71,9 @@ class ImageMetadata:
     """What a photo carries besides its pixels, for writing it again (`write_image(..., metadata=)`).
 
     `icc_profile`: the ICC colour profile's bytes as the file has them, whatever its colour space (an output
-    takes it only where that is the colour space it stores: `kept_metadata`); None where the file has none
-    and where its pixels were converted on reading (CMYK or Lab to sRGB: the profile no longer describes
-    them). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
+    takes it only where that is the colour space it stores: `kept_metadata`), damaged or empty where the file's
+    are (`profile_damage`); None where the file has none and where its pixels were converted on reading (CMYK
+    or Lab to sRGB: the profile no longer describes them). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
     structure) with the tags that describe the picture (IFD0: description, make, model, resolution, date,
     artist, copyright; the Exif and GPS IFDs) and Orientation 1, since the pixels are read upright; the
     thumbnail (IFD1, a picture of the old pixels), the tags of the file's own encoding and the program that
@@ -173,7 +173,7 @@ def _refuse_frames(frames: int, name: str) -> None:
 def _upright(pixels, orientation: int, exif: Image.Exif, icc: bytes | None, name: str):
     """(pixels upright as H×W×C, their ImageMetadata) from decoded samples and what the file carries."""
     pixels = orient(channels_last(pixels, name), orientation)
-    return pixels, ImageMetadata(icc or None, picture_exif(exif))
+    return pixels, ImageMetadata(icc, picture_exif(exif))
 
 
 # The IFD0 tags that describe the picture rather than its encoding or the program that wrote the file (EXIF
@@ -544,9 +544,9 @@ def _not_kept(fmt: str, metadata: ImageMetadata, channels: int) -> dict[str, str
     """{"colour profile" or "EXIF": why} for each part of `metadata` that a `fmt` file of `channels`
     channels cannot hold."""
     reasons, icc = {}, metadata.icc_profile
-    if icc and fmt not in PROFILE_FORMATS:
+    if icc is not None and fmt not in PROFILE_FORMATS:
         reasons["colour profile"] = f"{fmt} holds none"
-    elif icc and profile_damage(icc):
+    elif icc is not None and profile_damage(icc):
         reasons["colour profile"] = profile_damage(icc)
     elif icc and fmt in RGB_FORMATS and not profile_for(icc, 3):
         reasons["colour profile"] = f"{fmt} holds RGB profiles only"
