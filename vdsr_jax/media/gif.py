@@ -28,16 +28,16 @@ def _after_sub_blocks(data: bytes, pos: int) -> int:
 
 
 def _blocks(data: bytes):
-    """(offset, introducer, label) of each block of a GIF file's bytes after the screen descriptor and global
-    colour table, up to the trailer or the end of what is there (the label of an image is None)."""
+    """(offset, label) of each block of a GIF file's bytes after the screen descriptor and global colour table,
+    up to the trailer or the end of what is there (an extension's label; None for an image)."""
     pos = _after_colour_table(13, data[10])
     while pos < len(data) and data[pos] != 0x3B:
         introducer = data[pos]
         if introducer == 0x21 and pos + 1 < len(data):
-            yield pos, introducer, data[pos + 1]
+            yield pos, data[pos + 1]
             pos = _after_sub_blocks(data, pos + 2)
         elif introducer == 0x2C and pos + 10 <= len(data):
-            yield pos, introducer, None
+            yield pos, None
             pos = _after_sub_blocks(data, _after_colour_table(pos + 10, data[pos + 9]) + 1)
         else:  # damaged: the decoder says so
             return
@@ -47,7 +47,7 @@ def read_icc_profile(data: bytes) -> bytes | None:
     """The ICC profile of a GIF file's bytes (its first ICCRGBG1 application extension), or None."""
     if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
         return None
-    for pos, introducer, label in _blocks(data):
+    for pos, label in _blocks(data):
         if label == 0xFF and data[pos + 2:pos + 3 + len(_ICC_IDENTIFIER)] == bytes([11]) + _ICC_IDENTIFIER:
             profile, at = bytearray(), pos + 3 + len(_ICC_IDENTIFIER)
             while at < len(data) and data[at]:
@@ -57,7 +57,7 @@ def read_icc_profile(data: bytes) -> bytes | None:
     return None
 
 
-def icc_extension(icc: bytes) -> bytes:
+def _icc_extension(icc: bytes) -> bytes:
     """The application extension that carries an ICC profile (ICC.1, annex B.6)."""
     sub_blocks = b"".join(bytes([len(part)]) + part for part in (icc[i:i + 255] for i in range(0, len(icc), 255)))
     return b"\x21\xff" + bytes([len(_ICC_IDENTIFIER)]) + _ICC_IDENTIFIER + sub_blocks + b"\x00"
@@ -69,9 +69,9 @@ def insert_icc_profile(path: Path, icc: bytes) -> None:
     places it; the file's other bytes stay as they are. (The file is rewritten whole: write it under a
     temporary name, as `images.atomic_output` gives.)"""
     data = Path(path).read_bytes()
-    at = next((pos for pos, _, label in _blocks(data) if label != 0xFF), None)
+    at = next((pos for pos, label in _blocks(data) if label != 0xFF), None)
     assert at is not None, "a GIF written by FFmpeg holds a frame"
-    Path(path).write_bytes(data[:at] + icc_extension(icc) + data[at:])
+    Path(path).write_bytes(data[:at] + _icc_extension(icc) + data[at:])
 
 
 def control_extension(data: bytes) -> int | None:
