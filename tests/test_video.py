@@ -18,6 +18,7 @@ from vdsr_jax import checkpoint, media, upscale_files
 from vdsr_jax.data import load_images
 from vdsr_jax.inference import TiledVDSR, upscale_image
 from vdsr_jax.media import decode_image, mp4
+from vdsr_jax.media.images import to_8_bits
 from vdsr_jax.media.video import VideoReader
 from vdsr_jax.model import VDSR
 
@@ -933,6 +934,21 @@ def test_one_frame_webp_and_tiff_stay_stills(tmp_path, tiny, name):
     target = tmp_path / name.replace(".", "_x2.")
     with Image.open(target) as im:
         assert getattr(im, "n_frames", 1) == 1 and im.size == (64, 48)
+
+
+def test_a_tiff_only_tifffile_reads_goes_into_an_animation_format(tmp_path, tiny):
+    """A 16-bit grey + alpha TIFF, which Pillow cannot open (tifffile reads it), written as a one-frame APNG:
+    the pixels the still path reads, in 8 bits, and no delay (the TIFF states none)."""
+    pixels = np.random.default_rng(0).integers(0, 65536, (12, 10, 2), np.uint16)
+    tifffile.imwrite(tmp_path / "grey16.tif", pixels, photometric="minisblack", extrasamples=[2])
+    with pytest.raises(OSError):
+        Image.open(tmp_path / "grey16.tif")
+    assert run(tiny, tmp_path / "grey16.tif", tmp_path / "out.apng") == 0
+    with Image.open(tmp_path / "out.apng") as im:
+        assert im.size == (20, 24) and im.mode == "LA"
+        got = np.asarray(im)
+    (want,) = still_path([media.read_image(tmp_path / "grey16.tif")], tiny[1])
+    np.testing.assert_array_equal(got, to_8_bits(want).reshape(got.shape))
 
 
 def test_one_frame_video(tmp_path, tiny):

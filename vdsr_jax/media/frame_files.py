@@ -10,6 +10,7 @@ is written. Output is written under a temporary name and renamed when complete.
 PyAV is imported only when a video is read or written, or a GIF or APNG written: without it, still images and
 the other multi-frame images still work, and those say in one line how to install it.
 """
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
@@ -61,7 +62,8 @@ class StillReader(FrameReader):
         self.grey = self.channels <= 2
         self.opaque = is_opaque(self.pixels)
         self.count, self.rate, self.time_base = 1, None, Fraction(1, 1000)
-        with Image.open(self.path) as im:
+        self.loop = self.duration = None
+        with contextlib.suppress(OSError), Image.open(self.path) as im:  # (a TIFF only tifffile reads has neither)
             self.loop, self.duration = im.info.get("loop"), im.info.get("duration")
 
     def frames(self, on_packet=None):
