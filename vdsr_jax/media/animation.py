@@ -217,7 +217,10 @@ class FFmpegAnimationWriter(FrameWriter):
         self.container.close()
         if self.gif:
             if self.metadata.icc_profile:
-                gif.insert_icc_profile(self.tmp, self.metadata.icc_profile)
+                with open(self.tmp, "rb") as file:
+                    at = gif.icc_offset(file.read(1 << 16))  # FFmpeg writes the loop block, then the frames
+                assert at is not None, "FFmpeg's GIF starts with its screen descriptor, colours and loop block"
+                insert_bytes(self.tmp, at, gif.icc_extension(self.metadata.icc_profile))
             return
         chunks = png_metadata_chunks(self.metadata.icc_profile, exif_for(self.metadata, self.size))
         if chunks:

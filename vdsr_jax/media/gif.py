@@ -9,8 +9,6 @@ a profile is an Application Extension (label FF) whose first sub-block is the id
 authentication code "012", the profile's bytes following in sub-blocks of up to 255 bytes. Chromium, WebKit
 and ImageMagick read it; Pillow neither reads nor writes it.
 """
-from pathlib import Path
-
 _ICC_IDENTIFIER = b"ICCRGBG1012"  # application identifier and authentication code (ICC.1, annex B.6)
 
 
@@ -57,21 +55,17 @@ def read_icc_profile(data: bytes) -> bytes | None:
     return None
 
 
-def _icc_extension(icc: bytes) -> bytes:
+def icc_extension(icc: bytes) -> bytes:
     """The application extension that carries an ICC profile (ICC.1, annex B.6)."""
     sub_blocks = b"".join(bytes([len(part)]) + part for part in (icc[i:i + 255] for i in range(0, len(icc), 255)))
     return b"\x21\xff" + bytes([len(_ICC_IDENTIFIER)]) + _ICC_IDENTIFIER + sub_blocks + b"\x00"
 
 
-def insert_icc_profile(path: Path, icc: bytes) -> None:
-    """Put `icc` into the GIF file at `path` as an ICCRGBG1 application extension after the file's leading
+def icc_offset(head: bytes) -> int | None:
+    """Where an ICC profile's extension goes in a GIF file that starts with `head`: after its leading
     application extensions (the NETSCAPE2.0 loop block), before the first frame's blocks, as ImageMagick
-    places it; the file's other bytes stay as they are. (The file is rewritten whole: write it under a
-    temporary name, as `images.atomic_output` gives.)"""
-    data = Path(path).read_bytes()
-    at = next((pos for pos, label in _blocks(data) if label != 0xFF), None)
-    assert at is not None, "a GIF written by FFmpeg holds a frame"
-    Path(path).write_bytes(data[:at] + _icc_extension(icc) + data[at:])
+    places it; None where `head` ends before that place."""
+    return next((pos for pos, label in _blocks(head) if label != 0xFF), None)
 
 
 def control_extension(data: bytes) -> int | None:
