@@ -22,7 +22,8 @@ from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import (EXIF_ORIENTATION, NO_METADATA, PIL_MODES, ImageMetadata, channels_last,
                                    exif_for, exif_tags_for, insert_bytes, link_exif_ifds, orient, picture_exif,
                                    pillow_image, pillow_pixels, png_metadata_chunks, tiff_exif,
-                                   tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits)
+                                   tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits,
+                                   to_channels)
 
 _MILLISECOND = Fraction(1, 1000)  # animation durations are in milliseconds
 
@@ -129,21 +130,6 @@ def is_opaque(pixels: np.ndarray) -> bool:
 def _holds_grey(pixels: np.ndarray) -> bool:
     """Whether the colour of H×W×3/4 pixels is grey everywhere (R = G = B)."""
     return bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all())
-
-
-def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
-    """H×W×C pixels in the layout of `channels` (1 to 4) that holds them without loss: grey repeated into
-    colour, alpha added as opaque (the dtype's maximum); colour taken as grey only where it is grey."""
-    have = pixels.shape[-1]
-    colour, alpha = pixels[..., :1 if have <= 2 else 3], pixels[..., -1:] if have in (2, 4) else None
-    if channels <= 2:
-        colour = colour[..., :1]
-    elif colour.shape[-1] == 1:
-        colour = np.repeat(colour, 3, axis=-1)
-    if channels in (2, 4):
-        alpha = alpha if alpha is not None else np.full_like(colour[..., :1], np.iinfo(pixels.dtype).max)
-        return np.concatenate([colour, alpha], axis=-1)
-    return np.ascontiguousarray(colour)
 
 
 # ---- writing -----------------------------------------------------------------------------------------------

@@ -71,13 +71,14 @@ class ImageMetadata:
     """What a photo carries besides its pixels, for writing it again (`write_image(..., metadata=)`).
 
     `icc_profile`: the ICC colour profile's bytes as the file has them, whatever its colour space (an output
-    takes it only where that is the colour space it stores: `kept_metadata`), damaged or empty where the file's
-    are (`profile_damage`); None where the file has none and where its pixels were converted on reading (CMYK
-    or Lab to sRGB: the profile no longer describes them). `exif`: EXIF as `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF
-    structure) with the tags that describe the picture (IFD0: description, make, model, resolution, date,
-    artist, copyright; the Exif and GPS IFDs) and Orientation 1, since the pixels are read upright; the
-    thumbnail (IFD1, a picture of the old pixels), the tags of the file's own encoding and the program that
-    wrote it (Software, HostComputer) are left out. None where the file has none (resolution alone is none).
+    takes it only where that is the colour space it stores: `kept_metadata`), damaged or empty where the
+    file's are (`profile_damage`); None where the file has none and where its pixels were converted on
+    reading (CMYK or Lab to sRGB: the profile no longer describes them). `exif`: EXIF as
+    `PIL.Image.Exif.tobytes()` gives it (b"Exif\\0\\0", then a TIFF structure) with the tags that
+    describe the picture (IFD0: description, make, model, resolution, date, artist, copyright; the Exif and
+    GPS IFDs) and Orientation 1, since the pixels are read upright; the thumbnail (IFD1, a picture of the old
+    pixels), the tags of the file's own encoding and the program that wrote it (Software, HostComputer) are
+    left out. None where the file has none (resolution alone is none).
     """
     icc_profile: bytes | None = None
     exif: bytes | None = None
@@ -476,6 +477,23 @@ def channels_last(pixels: np.ndarray, name: str) -> np.ndarray:
     if pixels.ndim != 3 or pixels.shape[-1] not in PIL_MODES:
         raise ImageError(f"{name}: unsupported layout of shape {pixels.shape} (1 to 4 channels expected)")
     return pixels
+
+
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """H×W×C pixels in the layout of `channels` (1 to 4): grey repeated into colour, alpha added as opaque (the
+    dtype's maximum), C-ordered. Lossless where `channels` is the widest layout of the frames (colour is taken
+    as grey only where it is grey); a layout without alpha leaves an alpha channel out, so ask for one only
+    of opaque pixels."""
+    have = pixels.shape[-1]
+    colour, alpha = pixels[..., :1 if have <= 2 else 3], pixels[..., -1:] if have in (2, 4) else None
+    if channels <= 2:
+        colour = colour[..., :1]
+    elif colour.shape[-1] == 1:
+        colour = np.repeat(colour, 3, axis=-1)
+    if channels in (2, 4):
+        alpha = alpha if alpha is not None else np.full_like(colour[..., :1], np.iinfo(pixels.dtype).max)
+        return np.concatenate([colour, alpha], axis=-1)
+    return np.ascontiguousarray(colour)
 
 
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:

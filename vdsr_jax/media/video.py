@@ -39,7 +39,7 @@ import numpy as np
 from vdsr_jax.errors import ConfigError, ImageError, MissingDependency
 from vdsr_jax.media import mp4
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
-from vdsr_jax.media.images import NO_METADATA, ImageMetadata, orient, to_8_bits
+from vdsr_jax.media.images import NO_METADATA, ImageMetadata, orient, to_8_bits, to_channels
 
 _MUXERS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov", ".webm": "webm"}
 # Container tags that say how the source file was written (its brands, the program that wrote it), not what it
@@ -491,7 +491,7 @@ class VideoWriter(FrameWriter):
             raise
         for text in notes:
             (note or print)(text)
-        self.source_time_base = reader.time_base
+        self.ticks = reader.time_base / self.time_base  # output ticks per source tick
         self.frame_period = 1 / Fraction(reader.rate or 25) / self.time_base  # in output ticks
         self.clock = 0  # an animation's time, in its milliseconds
         self.last_pts = None
@@ -513,10 +513,8 @@ class VideoWriter(FrameWriter):
                 self.container.mux(out.encode(frame))
 
     def write(self, pixels: np.ndarray, frame: Frame):
-        pixels = to_8_bits(pixels)
         # colour, an opaque alpha channel left out (`frame_files.check_output` refuses any other)
-        rgb = np.repeat(pixels[..., :1], 3, axis=-1) if pixels.shape[-1] <= 2 else pixels[..., :3]
-        out = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        out = self.av.VideoFrame.from_ndarray(to_channels(to_8_bits(pixels), 3), format="rgb24")
         if self.colour:
             out = out.reformat(format=self.pix_fmt, dst_colorspace=self.colour.get("colorspace"),
                                dst_color_range=self.colour.get("color_range"))
@@ -525,8 +523,7 @@ class VideoWriter(FrameWriter):
         else:  # an animation: its frames are shown one after another, for their durations
             start = self.clock
             self.clock += frame.duration or 100
-        ticks = self.source_time_base / self.time_base  # output ticks per source tick
-        pts = round(start * ticks)
+        pts = round(start * self.ticks)
         if self.last_pts is None:
             self.shift = min(pts, self.read_delay)
         pts -= self.shift
@@ -535,7 +532,7 @@ class VideoWriter(FrameWriter):
             if self.durations[self.last_pts] is None:
                 self.durations[self.last_pts] = pts - self.last_pts
         duration = frame.duration or (100 if frame.pts is None else None)
-        self.durations[pts] = None if duration is None else max(1, round(duration * ticks))
+        self.durations[pts] = None if duration is None else max(1, round(duration * self.ticks))
         self.last_pts = out.pts = pts
         out.time_base = self.time_base
         self._mux_frames(self.stream.encode(out))
