@@ -27,7 +27,7 @@ from pathlib import Path
 from vdsr_jax.cli import CHECKPOINT_HELP, ArgumentParser, load_checkpoint, report_errors
 from vdsr_jax.errors import UserError, known_names
 from vdsr_jax.media import atomic_output, check_writable, refuse_existing
-from vdsr_jax.onnx_graphs import pipeline_model, require_onnx, y_model
+from vdsr_jax.onnx_graphs import CHANNELS, DTYPES, LAYOUTS, pipeline_model, require_onnx, y_model
 from vdsr_jax.resize import MAX_SCALE
 from vdsr_jax.stablehlo import export_stablehlo
 
@@ -55,10 +55,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--fp16", action="store_true",
                         help="onnx: float16 weights, input and output; onnx-pipeline: the network in float16")
     parser.add_argument("--scale", type=parse_integer_scale, help="onnx-pipeline: the integer upscaling factor")
-    parser.add_argument("--channels", type=int, choices=(3, 1), help="onnx-pipeline: 3 (RGB, default) or 1 (grey)")
-    parser.add_argument("--input-dtype", choices=("float32", "uint8"),
+    parser.add_argument("--channels", type=int, choices=CHANNELS, help="onnx-pipeline: 3 (RGB, default) or 1 (grey)")
+    parser.add_argument("--input-dtype", choices=DTYPES,
                         help="onnx-pipeline: float32 in [0, 1] (default) or uint8; the output has the same")
-    parser.add_argument("--layout", choices=("nchw", "nhwc"),
+    parser.add_argument("--layout", choices=LAYOUTS,
                         help="onnx-pipeline: N×C×H×W (nchw, default) or N×H×W×C (nhwc)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
@@ -86,9 +86,9 @@ def exported_bytes(args, model, params) -> bytes:
         return export_stablehlo(model, params)
     if args.format == "onnx":
         return y_model(model, params, fp16=args.fp16).SerializeToString()
-    return pipeline_model(model, params, args.scale, channels=args.channels or 3,
-                          dtype=args.input_dtype or "float32", layout=args.layout or "nchw",
-                          fp16=args.fp16).SerializeToString()
+    given = {"channels": args.channels, "dtype": args.input_dtype, "layout": args.layout}  # the others: defaults
+    return pipeline_model(model, params, args.scale, fp16=args.fp16,
+                          **{name: value for name, value in given.items() if value is not None}).SerializeToString()
 
 
 @report_errors
