@@ -21,7 +21,7 @@ from vdsr_jax.media import gif
 from vdsr_jax.media.frames import Frame, FrameReader, FrameWriter
 from vdsr_jax.media.images import (EXIF_ORIENTATION, NO_METADATA, PIL_MODES, ImageMetadata, channels_last,
                                    exif_for, exif_tags_for, insert_bytes, link_exif_ifds, orient, picture_exif,
-                                   pillow_image, pillow_pixels, png_metadata_chunks, tiff_exif,
+                                   pillow_image, pillow_pixels, pillow_save_options, png_metadata_chunks, tiff_exif,
                                    tiff_metadata_options, tiff_orientation, tiff_page_pixels, to_8_bits,
                                    to_channels)
 
@@ -306,14 +306,12 @@ class WebPAnimationWriter(FrameWriter):
     def __init__(self, tmp: Path, reader, lossless: bool, height: int, width: int, metadata=NO_METADATA):
         self.tmp, self.spill = tmp, tmp.with_name(tmp.name + ".frames.tif")
         self.pages = TiffPagesWriter(self.spill)
-        self.options = {"lossless": True} if lossless else {"quality": 95}
+        self.options = pillow_save_options("WEBP", metadata, (height, width))
+        if lossless:  # instead of the quality
+            del self.options["quality"]
+            self.options["lossless"] = True
         if reader.loop is not None:
             self.options["loop"] = reader.loop
-        if metadata.icc_profile:
-            self.options["icc_profile"] = metadata.icc_profile
-        exif = exif_for(metadata, (height, width))
-        if exif:
-            self.options["exif"] = exif
         self.durations = []
 
     def write(self, pixels: np.ndarray, frame: Frame):

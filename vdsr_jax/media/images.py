@@ -616,17 +616,24 @@ def encode_image(pixels: np.ndarray, fmt: str, metadata: ImageMetadata = NO_META
         return _png_with_metadata(png, metadata.icc_profile, exif_for(metadata, pixels.shape[:2]))
     if fmt == "TIFF":
         return _tiff_with_metadata(pixels, metadata.icc_profile, exif_tags_for(metadata, pixels.shape[:2]))
-    options = dict(_SAVE_OPTIONS.get(fmt, {}))
-    if metadata.icc_profile and fmt != "BMP":
-        options["icc_profile"] = metadata.icc_profile
-    exif = exif_for(metadata, pixels.shape[:2])
-    if exif:
-        options["exif"] = exif
     buffer = io.BytesIO()
-    pillow_image(pixels).save(buffer, format=fmt, **options)
+    pillow_image(pixels).save(buffer, format=fmt, **pillow_save_options(fmt, metadata, pixels.shape[:2]))
     if fmt == "BMP" and metadata.icc_profile:
         return bmp.with_icc_profile(buffer.getvalue(), metadata.icc_profile)
     return buffer.getvalue()
+
+
+def pillow_save_options(fmt: str, metadata: ImageMetadata, size: tuple[int, int]) -> dict:
+    """The options of Pillow's `save` for a `fmt` file (JPEG, WEBP, BMP) of height×width `size` with `metadata`
+    as `kept_metadata` leaves it: the quality, the profile (not for BMP, which `bmp` writes) and the EXIF
+    (`exif_for`)."""
+    options = dict(_SAVE_OPTIONS.get(fmt, {}))
+    if metadata.icc_profile and fmt != "BMP":
+        options["icc_profile"] = metadata.icc_profile
+    exif = exif_for(metadata, size)
+    if exif:
+        options["exif"] = exif
+    return options
 
 
 def _png_with_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
