@@ -77,16 +77,12 @@ def float32_weights(name: str, array) -> tuple[np.ndarray, float | None]:
     array = np.asarray(array)
     if not is_float_dtype(array.dtype):
         raise CheckpointError(f"layer {name} holds {array.dtype} values; VDSR weights are floating point")
-    single = array.astype(np.float32)
-    if array.dtype.itemsize <= 4:
-        if not np.all(np.isfinite(single)):
-            raise CheckpointError(f"layer {name} holds non-finite values")
-        return single, None
-    if not np.all(np.isfinite(array)):
+    if not np.all(np.isfinite(array)):  # (numpy's isfinite takes ml_dtypes' types too)
         raise CheckpointError(f"layer {name} holds non-finite values")
+    single = array.astype(np.float32)
     if not np.all(np.isfinite(single)):
         raise CheckpointError(f"layer {name} holds values beyond float32's range")
-    if np.array_equal(single.astype(array.dtype), array):
+    if array.dtype.itemsize <= 4 or np.array_equal(single.astype(array.dtype), array):
         return single, None
     return single, float(np.max(np.abs(single - array)) / max(float(np.max(np.abs(array))), 1e-300))
 
