@@ -23,7 +23,6 @@ from vdsr_jax.pretrained import DEFAULT_PATH, NoBundledWeights
 from vdsr_jax.weight_forms import load_weights
 from vdsr_jax.resize import MAX_SCALE
 
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")  # Pillow's 16-bit grey, as it opens a 16-bit grey PNG
 _loaded: tuple = (None, None)  # (key, (model, params)) of the latest weights `upscale` was given
 
 
@@ -116,9 +115,7 @@ def _pil_pixels(image: Image.Image):
     carries the input's ICC profile where it applies to the output's colours."""
     image = ImageOps.exif_transpose(image)
     icc = image.info.get("icc_profile")
-    if image.mode in _SIXTEEN_BIT_MODES:
-        array = np.asarray(image).astype(np.uint16)  # I;16B is big-endian
-    elif image.mode == "F":
+    if image.mode == "F":
         array = np.asarray(image)
     elif image.mode == "I":
         raise ValueError("PIL image of mode I (32-bit integer samples): not an image mode vdsr_jax reads; "

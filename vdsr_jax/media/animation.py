@@ -99,10 +99,7 @@ class AnimationReader(FrameReader):
             return orient(channels_last(pixels, name), tiff_orientation(page))
         self.file.seek(index)
         name = f"{self.path} frame {index + 1}"
-        if self.file.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-            pixels = channels_last(np.asarray(self.file).astype(np.uint16), name)
-        else:
-            pixels = channels_last(pillow_pixels(self.file, name), name)
+        pixels = channels_last(pillow_pixels(self.file, name), name)
         if index == 0:
             self.first_grey = pixels.shape[-1] <= 2
         elif self.file.format == "GIF" and self.first_grey and pixels.shape[-1] >= 3 and _holds_grey(pixels):

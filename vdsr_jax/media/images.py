@@ -451,9 +451,12 @@ def pillow_colours(im: Image.Image, name: str) -> tuple[np.ndarray, bytes | None
 
 def pillow_pixels(im: Image.Image, name: str) -> np.ndarray:
     """H×W×C uint8 pixels (C = 1 to 4, see the module docstring) of the current frame of a Pillow image,
-    keeping transparency (alpha, palette or colour key); ImageError naming `name` for 16-bit or float modes."""
-    if im.mode in ("F", "I", "I;16", "I;16B", "I;16L"):
-        raise ImageError(f"{name}: {im.mode} samples are not supported (8-bit {im.format} expected)")
+    keeping transparency (alpha, palette or colour key); H×W uint16 for 16-bit grey (Pillow's I;16 modes, of
+    either byte order); ImageError naming `name` for 32-bit integer and float modes."""
+    if im.mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)  # (native byte order)
+    if im.mode in ("F", "I"):
+        raise ImageError(f"{name}: {im.mode} samples are not supported (8 or 16 bits expected)")
     transparent = "transparency" in im.info or im.mode in ("RGBA", "RGBa", "PA", "LA", "La")
     grey = im.mode in ("1", "L", "LA", "La") or (im.mode == "P" and _palette_is_grey(im))
     mode = ("LA" if grey else "RGBA") if transparent else ("L" if grey else "RGB")
